@@ -1,0 +1,23 @@
+"""zoo: the Bag-of-Tricks model zoo for PyTorch.
+
+>>> import zoo
+>>> model = zoo.get_model("resnet50_v1d")
+>>> zoo.list_models("resnet50_*")
+"""
+
+from zoo.factory import ModelInfo, PretrainedCfg, get_model, model_info
+from zoo.registry import UnknownModelError, list_models
+from zoo.weights import list_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelInfo",
+    "PretrainedCfg",
+    "UnknownModelError",
+    "__version__",
+    "get_model",
+    "list_models",
+    "list_weights",
+    "model_info",
+]

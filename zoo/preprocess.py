@@ -1,0 +1,56 @@
+"""Eval preprocessing as a typed record that travels with an architecture or its weights."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preprocess:
+    """Resize the short side to ``resize``, centre-crop ``crop``, scale to [0,1], normalise."""
+
+    crop: int = 224
+    resize: int = 256
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {INTERPOLATIONS}, not {self.interpolation!r}"
+            )
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"need 0 < crop <= resize, got crop={self.crop} resize={self.resize}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values each, std positive")
+
+    @classmethod
+    def from_crop_pct(cls, crop: int, crop_pct: float = 0.875, **kw: Any) -> Preprocess:
+        """timm-style: the resize is crop / crop_pct, rounded down as timm and GluonCV do."""
+        return cls(crop=crop, resize=math.floor(crop / crop_pct), **kw)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (3, self.crop, self.crop)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocess:
+        known = {"crop", "resize", "interpolation", "mean", "std"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        fixed = {k: tuple(v) if k in ("mean", "std") else v for k, v in data.items()}
+        return cls(**fixed)
