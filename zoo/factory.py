@@ -135,6 +135,10 @@ def _load(spec: ModelSpec, path: Path, overrides: dict[str, Any], weights_name: 
             f"use zoo.get_model({meta.arch!r}, pretrained=...)"
         )
     weights_config = build_config(spec, meta.config)
+    offset = meta.label_offset
+    if offset and "num_classes" not in overrides:
+        # e.g. TensorFlow's 1001-way classifiers: class 0 is "background"; return the real ones.
+        overrides = {**overrides, "num_classes": weights_config.num_classes - offset}
     wanted = build_config(spec, {**meta.config, **overrides})
     # Build the weights' shape on the meta device: no time spent on an init that is overwritten.
     shape_config = dataclasses.replace(
@@ -144,21 +148,25 @@ def _load(spec: ModelSpec, path: Path, overrides: dict[str, Any], weights_name: 
         model = spec.build(shape_config)
     state, _ = load_checkpoint(path)
     _load_state(model, state, path)
-    if wanted.num_classes != weights_config.num_classes:
+    labels, label_offset = meta.labels, offset
+    if offset and wanted.num_classes == weights_config.num_classes - offset:
+        drop_leading_classes(model, offset)
+        label_offset = 0
+    elif wanted.num_classes != weights_config.num_classes:
         log.warning(
             "%s: classifier re-initialised for %d classes (weights have %d)",
             spec.name, wanted.num_classes, weights_config.num_classes,
         )  # fmt: skip
         model.reset_classifier(wanted.num_classes)
+        labels, label_offset = None, 0
     if wanted.in_chans != weights_config.in_chans:
         adapt_input_conv(model, wanted.in_chans)
-    same_labels = wanted.num_classes == weights_config.num_classes
     cfg = PretrainedCfg(
         arch=spec.name,
         weights=weights_name,
         preprocess=meta.preprocess or spec.preprocess,
-        labels=meta.labels if same_labels else None,
-        label_offset=meta.label_offset if same_labels else 0,
+        labels=labels,
+        label_offset=label_offset,
         num_classes=wanted.num_classes,
     )
     return _attach(model, cfg)
@@ -186,6 +194,22 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
         ]
         raise ValueError(f"{path} does not fit the model: " + "; ".join(parts))
     model.load_state_dict(state, strict=True, assign=True)
+    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_meta:  # a tensor outside the state dict would otherwise stay uninitialised
+        raise RuntimeError(f"{path}: tensors not initialised by the file: {still_meta[:6]}")
+
+
+def drop_leading_classes(model: nn.Module, count: int) -> None:
+    """Remove the first ``count`` outputs of the classifier (Linear or 1x1 conv)."""
+    classifier = model.get_classifier()
+    classifier.weight = nn.Parameter(classifier.weight.detach()[count:])
+    if classifier.bias is not None:
+        classifier.bias = nn.Parameter(classifier.bias.detach()[count:])
+    if isinstance(classifier, nn.Linear):
+        classifier.out_features -= count
+    else:
+        classifier.out_channels -= count
+    model.num_classes -= count
 
 
 def adapt_input_conv(model: nn.Module, in_chans: int) -> None:

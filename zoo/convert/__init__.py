@@ -65,11 +65,11 @@ FORMATS: dict[str, SourceFormat] = {
     # timm's and torchvision's ResNets already use zoo's module names.
     "timm": SourceFormat(
         "timm", (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
-        {"resnet": _identity},
+        {"resnet": _identity}, ignore=("*num_batches_tracked",),
     ),
     "torchvision": SourceFormat(
         "torchvision", (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
-        {"resnet": _identity},
+        {"resnet": _identity}, ignore=("*num_batches_tracked",),
     ),
 }  # fmt: skip
 

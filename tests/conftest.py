@@ -1,0 +1,44 @@
+"""Shared test helpers: where the GluonCV reference fixtures and ../shared data live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+GLUON_FIXTURES = SHARED / "fixtures" / "gluoncv"
+# Bigger fixtures made locally with ../shared/tools/gluoncv_reference (never committed).
+EXTRA_GLUON_FIXTURES = Path(os.environ.get("ZOO_GLUON_FIXTURES", ROOT.parent / "gluon_fixtures"))
+
+
+def gluon_fixture(name: str) -> tuple[Path, dict[str, np.ndarray]]:
+    """(.params path, reference arrays) of a GluonCV fixture; skip if it was not generated."""
+    for folder in (GLUON_FIXTURES, EXTRA_GLUON_FIXTURES):
+        params = folder / f"{name}.params"
+        if params.is_file():
+            return params, dict(np.load(folder / f"{name}.npz"))
+    pytest.skip(f"GluonCV fixture {name} not generated (see ../shared/tools/gluoncv_reference)")
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights *and* BN statistics, so that BN and zero-gamma mistakes show."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) * 1.5 + 0.5)
+            elif name.endswith("running_mean"):
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
+            elif tensor.dim() == 1:  # BN affine and biases
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) * 0.5 + 0.75)
+            else:
+                fan_in = tensor[0].numel()
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+    return model

@@ -1,0 +1,77 @@
+"""``zoo list [PATTERN]`` and ``zoo info NAME``."""
+
+from __future__ import annotations
+
+import argparse
+
+import zoo
+from zoo.cli.output import human_count, print_json, print_table
+from zoo.registry import get_spec
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list architectures (fnmatch patterns, e.g. 'resnet50_*')")
+    p.add_argument("patterns", nargs="*", default=["*"], metavar="PATTERN")
+    p.add_argument("--pretrained", action="store_true", help="only architectures with weights")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser("info", help="an architecture's config, parameter count and weights")
+    p.add_argument("name", help="model name or alias, e.g. resnet50_v1d or mobilenet1.0")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_info)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    names = zoo.list_models(args.patterns, pretrained=args.pretrained)
+    if args.json:
+        print_json(
+            [
+                {"name": n, "family": get_spec(n).family, "description": get_spec(n).doc}
+                for n in names
+            ]
+        )
+    elif names:
+        print_table(
+            ["name", "family", "description"],
+            [(n, get_spec(n).family, get_spec(n).doc) for n in names],
+        )
+    else:
+        print(f"no model matches {' '.join(args.patterns)}")
+        return 1
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = zoo.model_info(args.name)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info.name}  ({info.family} family)")
+    if info.description:
+        print(f"  {info.description}")
+    if info.aliases:
+        print(f"  aliases: {', '.join(info.aliases)}")
+    print(
+        f"  parameters: {info.num_params:,} ({human_count(info.num_params)}), "
+        f"BN running statistics: {info.num_running_stats:,}"
+    )
+    pre = info.preprocess
+    print(
+        f"  eval preprocessing: resize {pre.resize}, crop {pre.crop}, {pre.interpolation}, "
+        f"mean {pre.mean}, std {pre.std}"
+    )
+    print(
+        "  stages: "
+        + ", ".join(f"{f.module} ({f.num_chs} ch, /{f.reduction})" for f in info.feature_info)
+    )
+    print("  config:")
+    for field, value in vars(info.config).items():
+        print(f"    {field} = {value!r}")
+    if info.weights:
+        print("  weights:")
+        for w in info.weights:
+            print(f"    {w['tag']}{' (default)' if w.get('default') else ''}")
+    else:
+        print("  weights: none in the catalogue")
+    return 0
