@@ -7,6 +7,7 @@
 
 from zoo.factory import ModelInfo, PretrainedCfg, get_model, model_info
 from zoo.registry import UnknownModelError, list_models
+from zoo.transforms import get_transforms
 from zoo.weights import list_weights
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "get_model",
+    "get_transforms",
     "list_models",
     "list_weights",
     "model_info",

@@ -144,7 +144,7 @@ def list_models(pattern: str | Iterable[str] = "*", *, pretrained: bool = False)
         )
     ]
     if pretrained:
-        from zoo.weights.catalogue import archs_with_weights
+        from zoo.weights import archs_with_weights
 
         have = archs_with_weights()
         names = [n for n in names if n in have]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import zoo
 
-COMMANDS = ("models", "convert", "cache")  # modules under zoo/cli/
+COMMANDS = ("models", "weights", "convert", "cache")  # modules under zoo/cli/
 
 
 def build_parser() -> argparse.ArgumentParser:

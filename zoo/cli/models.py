@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 import zoo
-from zoo.cli.output import human_count, print_json, print_table
+from zoo.cli.output import human_count, human_size, print_json, print_table
 from zoo.registry import get_spec
+from zoo.weights import checkpoint_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return _list_weights(args)
     names = zoo.list_models(args.patterns, pretrained=args.pretrained)
     if args.json:
         print_json(
@@ -71,7 +74,50 @@ def run_info(args: argparse.Namespace) -> int:
     if info.weights:
         print("  weights:")
         for w in info.weights:
-            print(f"    {w['tag']}{' (default)' if w.get('default') else ''}")
+            top1 = w.published_top1()
+            print(
+                f"    {w.tag}{' (default)' if w.default else ''}: "
+                f"{f'top-1 {top1:.2f}, ' if top1 else ''}{w.license}; {w.provenance}"
+            )
     else:
         print("  weights: none in the catalogue")
     return 0
+
+
+def _list_weights(args: argparse.Namespace) -> int:
+    names = set(zoo.list_models(args.patterns, pretrained=True))
+    entries = [e for e in zoo.list_weights() if e.arch in names]
+    rows = []
+    for e in sorted(entries, key=lambda e: (e.arch, not e.default, e.tag)):
+        path = checkpoint_path(e)
+        size = path.stat().st_size if path.is_file() else _declared_size(e)
+        rows.append(
+            {
+                "arch": e.arch,
+                "tag": e.tag + ("*" if e.default and not args.json else ""),
+                "top1": e.published_top1(),
+                "size": size,
+                "license": e.license,
+                "cached": path.is_file(),
+            }
+        )
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no weights match")
+        return 1
+    table = [
+        (r["arch"], r["tag"], f"{r['top1']:.2f}" if r["top1"] else "-",
+         human_size(r["size"]) if r["size"] else "?", r["license"], "yes" if r["cached"] else "")
+        for r in rows
+    ]  # fmt: skip
+    print_table(["arch", "tag", "top-1", "size", "license", "cached"], table)
+    print("* default tag")
+    return 0
+
+
+def _declared_size(entry) -> int | None:
+    files = entry.artifacts[0].files
+    sizes = [f.size for f in files]
+    return sum(sizes) if all(sizes) else None

@@ -1,0 +1,123 @@
+"""``zoo cache ls | rm PATTERN | verify``: inspect and manage the download cache."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+
+from zoo.cli.output import human_size, print_json, print_table
+from zoo.hub import (
+    CacheEntry,
+    cache_dir,
+    cache_entries,
+    forget_matching,
+    remove_cached,
+    verify_cache,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``cache`` and its sub-commands on the main CLI's sub-parsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = subparsers.add_parser(
+        "cache",
+        help="list, remove or verify cached downloads",
+        description=f"Manage downloaded files (cache directory: $ZOO_HOME/files, now "
+        f"{cache_dir()}).",
+    )
+    sub = parser.add_subparsers(dest="cache_command", metavar="{ls,rm,verify}")
+    sub.required = True
+    sub.add_parser("ls", parents=[common], help="list cached files and partial downloads")
+    rm = sub.add_parser("rm", parents=[common], help="remove cached files matching a pattern")
+    rm.add_argument(
+        "pattern", help="fnmatch pattern on the filename (or cache key), e.g. 'resnet50*'"
+    )
+    rm.add_argument(
+        "--forget",
+        action="store_true",
+        help="also forget hashes recorded on first use (accept changed upstream)",
+    )
+    sub.add_parser("verify", parents=[common], help="re-hash cached files")
+    parser.set_defaults(func=run)
+
+
+def _entry_json(entry: CacheEntry) -> dict[str, object]:
+    return {
+        "filename": entry.filename,
+        "key": entry.key,
+        "path": str(entry.path),
+        "size": entry.size,
+        "mtime": entry.mtime,
+        "sha256": entry.sha256,
+        "partial": entry.is_partial,
+    }
+
+
+def _when(mtime: float) -> str:
+    return _dt.datetime.fromtimestamp(mtime).strftime("%Y-%m-%d %H:%M")
+
+
+def _ls(args: argparse.Namespace) -> int:
+    entries = cache_entries()
+    if args.json:
+        print_json([_entry_json(e) for e in entries])
+        return 0
+    if not entries:
+        print(f"cache is empty ({cache_dir()})")
+        return 0
+    rows = [
+        (
+            e.filename,
+            human_size(e.size),
+            "partial" if e.is_partial else "complete",
+            _when(e.mtime),
+            e.key.partition("/")[0][:19],
+        )
+        for e in entries
+    ]
+    # KEY (hash kind + prefix) tells apart files sharing a name, e.g. model.safetensors.
+    print_table(("NAME", "SIZE", "STATUS", "MODIFIED", "KEY"), rows)
+    total = sum(e.size for e in entries)
+    print(f"\n{len(entries)} file(s), {human_size(total)} in {cache_dir()}")
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    removed = remove_cached(args.pattern)
+    forgotten = forget_matching(args.pattern) if args.forget else []
+    if args.json:
+        print_json({"removed": [str(p) for p in removed], "forgotten": forgotten})
+    else:
+        for path in removed:
+            print(f"removed {path}")
+        for key in forgotten:
+            print(f"forgot the hash recorded on first use for {key}")
+        if not removed and not forgotten:
+            print(f"nothing matches {args.pattern!r}")
+    return 0 if removed or forgotten else 1
+
+
+def _verify(args: argparse.Namespace) -> int:
+    results = verify_cache()
+    if args.json:
+        print_json([{**_entry_json(r.entry), "ok": r.ok, "reason": r.reason} for r in results])
+    else:
+        status = {True: "ok", False: "CORRUPT", None: "unchecked"}
+        rows = [
+            (r.entry.filename, human_size(r.entry.size), status[r.ok], r.reason) for r in results
+        ]
+        if rows:
+            print_table(("NAME", "SIZE", "STATUS", "DETAIL"), rows)
+        else:
+            print("cache is empty")
+    bad = [r for r in results if r.ok is False]
+    if bad and not args.json:
+        print(f"\n{len(bad)} corrupt file(s); remove them with `zoo cache rm NAME`")
+    return 1 if bad else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {"ls": _ls, "rm": _rm, "verify": _verify}
+    return handlers[args.cache_command](args)
