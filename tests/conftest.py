@@ -42,3 +42,21 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 fan_in = tensor[0].numel()
                 tensor.copy_(torch.randn(tensor.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
     return model
+
+
+def stage_outputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run ``model.forward_features(x)`` and capture the output of every feature_info stage."""
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [
+        model.get_submodule(f.module).register_forward_hook(
+            lambda _m, _i, out, key=f.module: outputs.setdefault(key, out)
+        )
+        for f in model.feature_info
+    ]
+    try:
+        with torch.no_grad():
+            model.forward_features(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outputs

@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT, gluon_fixture
 
 import zoo
+import zoo.registry
 from zoo.checkpoint import CheckpointMeta, read_meta, save_checkpoint
 from zoo.cli import main as cli
 from zoo.preprocess import Preprocess
@@ -184,3 +185,11 @@ def test_python_dash_m_entry_point():
         cwd=ROOT, check=True,
     )  # fmt: skip
     assert "se_resnext50_32x4d" in result.stdout
+
+
+def test_gluon_spellings_are_aliases():
+    assert zoo.registry.canonical_name("mobilenetv2_0.25") == "mobilenetv2_0_25"
+    assert zoo.registry.canonical_name("mobilenet1.0") == "mobilenet1_0"
+    assert zoo.list_models("mobilenetv2_0.2*") == ["mobilenetv2_0_25"]
+    with pytest.raises(KeyError):  # only a trailing multiplier is dotted
+        zoo.registry.canonical_name("resnext50.32x4d")

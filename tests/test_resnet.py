@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import GLUON_FIXTURES, gluon_fixture, randomize
+from conftest import GLUON_FIXTURES, gluon_fixture, randomize, stage_outputs
 from safetensors.torch import save_file
 
 import zoo
@@ -163,8 +163,13 @@ def test_model_contract():
     assert model(x).shape == (2, 512)
     assert [f.reduction for f in model.feature_info] == [2, 4, 8, 16, 32]
     assert [f.num_chs for f in model.feature_info] == [64, 64, 128, 256, 512]
-    for info in model.feature_info:  # every named stage exists
-        model.get_submodule(info.module)
+    outputs = stage_outputs(model.eval(), x)
+    for info in model.feature_info:  # each named stage really has that width and reduction
+        assert outputs[info.module].shape[1:] == (
+            info.num_chs,
+            64 // info.reduction,
+            64 // info.reduction,
+        )
 
 
 def test_zero_init_last_zeroes_only_residual_branch_ends():

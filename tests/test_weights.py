@@ -131,7 +131,14 @@ def test_duplicates_and_defaults_raise(tmp_path, monkeypatch):
         load_entries([a, b])
     two = dict(one, tag="b_in1k")
     b.write_text(json.dumps({"format_version": 1, "weights": [two]}))
-    with pytest.raises(ManifestError, match="exactly one default"):
+    merged = {e.tag: e.default for e in load_entries([a, b])}
+    assert merged == {"a_in1k": False, "b_in1k": True}  # the later manifest's default wins
+    b.write_text(json.dumps({"format_version": 1, "weights": [two, dict(two, tag="c_in1k")]}))
+    with pytest.raises(ManifestError, match="several default tags: b_in1k, c_in1k"):
+        load_entries([a, b])
+    b.write_text(json.dumps({"format_version": 1, "weights": [dict(two, default=False)]}))
+    a.write_text(json.dumps({"format_version": 1, "weights": []}))
+    with pytest.raises(ManifestError, match="no default tag for resnet18_v1b"):
         load_entries([a, b])
     monkeypatch.setenv("ZOO_MANIFESTS", str(tmp_path / "missing.json"))
     with pytest.raises(ManifestError, match="manifest not found"):
@@ -164,7 +171,8 @@ def test_zoo_manifests_end_to_end(tmp_path, server, monkeypatch):
     again = zoo.get_model("resnet18_v1b", pretrained=True)
     assert again.pretrained_cfg.weights == "org_in1k"
     assert len(server.requests(method="GET")) == 1
-    assert zoo.list_models("resnet18*", pretrained=True) == ["resnet18_v1b"]
+    assert "resnet18_v1b" in zoo.list_models("resnet18*", pretrained=True)
+    assert "resnet18_v1c" not in zoo.list_models("resnet18*", pretrained=True)
 
 
 def test_artifacts_are_alternatives(tmp_path, server, monkeypatch):
@@ -221,9 +229,9 @@ def test_gluoncv_zip_end_to_end(tmp_path, server, monkeypatch):
     blob, sha1, member = _gluon_zip("resnet18_v1b")
     url = server.add(f"/gluon/models/{member[:-7]}.zip", blob)
     files = [{"name": f"{member[:-7]}.zip", "sources": [url], "sha1": sha1, "member": member}]
-    entry = _entry("resnet18_v1b", "gluon_in1k", [{"format": "gluoncv", "files": files}])
+    entry = _entry("resnet18_v1b", "testgluon_in1k", [{"format": "gluoncv", "files": files}])
     _write_manifest(tmp_path / "gluon.json", [entry], monkeypatch)
-    model = zoo.get_model("resnet18_v1b", pretrained="gluon_in1k").eval()
+    model = zoo.get_model("resnet18_v1b", pretrained="testgluon_in1k").eval()
     _, ref = gluon_fixture("resnet18_v1b")
     with torch.no_grad():
         y = model(torch.from_numpy(ref["x"]))
@@ -234,7 +242,7 @@ def test_gluoncv_zip_wrong_member_hash(tmp_path, server, monkeypatch):
     blob, sha1, member = _gluon_zip("resnet18_v1b")
     url = server.add("/gluon/x.zip", blob)
     files = [{"name": "x.zip", "sources": [url], "sha1": "0" * 40, "member": member}]
-    entry = _entry("resnet18_v1b", "gluon_in1k", [{"format": "gluoncv", "files": files}])
+    entry = _entry("resnet18_v1b", "testgluon_in1k", [{"format": "gluoncv", "files": files}])
     _write_manifest(tmp_path / "gluon.json", [entry], monkeypatch)
     with pytest.raises(WeightsUnavailableError, match=f"sha1.*{sha1}"):
         zoo.get_model("resnet18_v1b", pretrained=True)
@@ -261,4 +269,4 @@ def test_cli_download_and_list_pretrained(tmp_path, server, monkeypatch, capsys)
     assert cli(["info", "resnet18_v1b"]) == 0
     assert "cli_in1k (default): top-1 70.50" in capsys.readouterr().out
     assert cli(["download", "resnet18_v1b", "--tag", "nope"]) == 2
-    assert "tags: cli_in1k (default)" in capsys.readouterr().err
+    assert "tags: gluon_in1k, tv_in1k, cli_in1k (default)" in capsys.readouterr().err

@@ -47,8 +47,11 @@ class UnknownModelError(KeyError):
 
 
 def gluon_alias(name: str) -> str:
-    """GluonCV's spelling of a canonical name: ``mobilenetv2_0_25`` -> ``mobilenetv2_0.25``."""
-    return re.sub(r"(\d)_(\d)", r"\1.\2", name)
+    """GluonCV's spelling of a canonical name: ``mobilenetv2_0_25`` -> ``mobilenetv2_0.25``.
+
+    Only a trailing width multiplier is dotted (``resnext50_32x4d`` keeps its underscore).
+    """
+    return re.sub(r"(\d)_(\d+)((?:_tf)?)$", r"\1.\2\3", name)
 
 
 def register_family(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import zoo
 
-COMMANDS = ("models", "weights", "convert", "cache")  # modules under zoo/cli/
+COMMANDS = ("models", "weights", "inference", "convert", "cache")  # modules under zoo/cli/
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `zoo list | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except (KeyError, ValueError, TypeError, LookupError, OSError) as err:
         # Errors from the library carry actionable messages; a traceback adds nothing.
         print(f"zoo {args.command}: error: {err}", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 
 import zoo
 from zoo.cli.output import human_count, human_size, print_json, print_table
+from zoo.factory import count_parameters
 from zoo.registry import get_spec
 from zoo.weights import checkpoint_path
 
@@ -90,7 +91,7 @@ def _list_weights(args: argparse.Namespace) -> int:
     rows = []
     for e in sorted(entries, key=lambda e: (e.arch, not e.default, e.tag)):
         path = checkpoint_path(e)
-        size = path.stat().st_size if path.is_file() else _declared_size(e)
+        size = path.stat().st_size if path.is_file() else _float32_size(e.arch)
         rows.append(
             {
                 "arch": e.arch,
@@ -109,7 +110,7 @@ def _list_weights(args: argparse.Namespace) -> int:
         return 1
     table = [
         (r["arch"], r["tag"], f"{r['top1']:.2f}" if r["top1"] else "-",
-         human_size(r["size"]) if r["size"] else "?", r["license"], "yes" if r["cached"] else "")
+         human_size(r["size"]), r["license"], "yes" if r["cached"] else "")
         for r in rows
     ]  # fmt: skip
     print_table(["arch", "tag", "top-1", "size", "license", "cached"], table)
@@ -117,7 +118,7 @@ def _list_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def _declared_size(entry) -> int | None:
-    files = entry.artifacts[0].files
-    sizes = [f.size for f in files]
-    return sum(sizes) if all(sizes) else None
+def _float32_size(arch: str) -> int:
+    """What the converted checkpoint will weigh: every tensor in float32 (computed)."""
+    params, stats = count_parameters(get_spec(arch))
+    return 4 * (params + stats)

@@ -62,14 +62,17 @@ def _identity(key: str) -> str:
 
 FORMATS: dict[str, SourceFormat] = {
     "gluoncv": SourceFormat("gluoncv", (".params",), read_params, gluoncv.STRUCTURAL_RENAMERS),
-    # timm's and torchvision's ResNets already use zoo's module names.
+    # timm's and torchvision's ResNets and Inception v3 already use zoo's module names; their
+    # Inception's auxiliary head (AuxLogits, a training-only loss branch) is dropped on purpose.
     "timm": SourceFormat(
         "timm", (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
-        {"resnet": _identity}, ignore=("*num_batches_tracked",),
+        {"resnet": _identity, "inception": _identity},
+        ignore=("*num_batches_tracked", "AuxLogits.*"),
     ),
     "torchvision": SourceFormat(
         "torchvision", (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
-        {"resnet": _identity}, ignore=("*num_batches_tracked",),
+        {"resnet": _identity, "inception": _identity},
+        ignore=("*num_batches_tracked", "AuxLogits.*"),
     ),
 }  # fmt: skip
 

@@ -1,3 +1,3 @@
 """Architecture families. Importing a family module registers its config table."""
 
-from zoo.models import resnet  # noqa: F401
+from zoo.models import inception, mobilenet, mobilenetv3, resnet  # noqa: F401

@@ -9,6 +9,7 @@ and ``$ZOO_HOME/manifest.json``; an (arch, tag) defined twice is an error naming
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -97,27 +98,34 @@ def manifest_files() -> list[Path]:
 
 
 def load_entries(paths: list[Path] | None = None) -> list[WeightsEntry]:
-    """Every entry of every manifest, validated; duplicates and double defaults raise."""
+    """Every entry of every manifest, validated. An (arch, tag) defined twice raises; a later
+    manifest's default tag replaces an earlier one's (an organisation's choice wins)."""
     entries: dict[tuple[str, str], WeightsEntry] = {}
     for path in paths if paths is not None else manifest_files():
-        for entry in parse_manifest(path):
+        parsed = parse_manifest(path)
+        _check_defaults(parsed, path)
+        new_defaults = {e.arch for e in parsed if e.default}
+        for key, entry in entries.items():
+            if entry.default and entry.arch in new_defaults:
+                entries[key] = dataclasses.replace(entry, default=False)
+        for entry in parsed:
             key = (entry.arch, entry.tag)
             if key in entries:
                 raise ManifestError(
                     f"{entry.name} is defined twice: in {entries[key].origin} and in {path}"
                 )
             entries[key] = entry
-    _check_defaults(list(entries.values()))
+    missing = {e.arch for e in entries.values()} - {e.arch for e in entries.values() if e.default}
+    if missing:
+        raise ManifestError(f"no default tag for {', '.join(sorted(missing))}: mark one default")
     return list(entries.values())
 
 
-def _check_defaults(entries: list[WeightsEntry]) -> None:
-    archs = {e.arch for e in entries}
-    for arch in archs:
-        defaults = [e for e in entries if e.arch == arch and e.default]
-        if len(defaults) != 1:
-            where = ", ".join(f"{e.tag} ({e.origin})" for e in defaults) or "none"
-            raise ManifestError(f"{arch} needs exactly one default tag; defaults: {where}")
+def _check_defaults(entries: list[WeightsEntry], path: Path) -> None:
+    for arch in {e.arch for e in entries}:
+        defaults = [e.tag for e in entries if e.arch == arch and e.default]
+        if len(defaults) > 1:
+            raise ManifestError(f"{path}: {arch} has several default tags: {', '.join(defaults)}")
 
 
 def parse_manifest(path: Path) -> list[WeightsEntry]:

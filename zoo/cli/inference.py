@@ -1,0 +1,75 @@
+"""``zoo predict IMAGE... --model NAME`` and ``zoo eval DATA_DIR --model NAME``."""
+
+from __future__ import annotations
+
+import argparse
+
+import zoo
+from zoo.cli.output import print_json, print_table
+from zoo.inference import evaluate, predict
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="architecture, e.g. mobilenetv2_1_0_tf")
+    p.add_argument(
+        "--pretrained",
+        default=True,
+        metavar="TAG|PATH",
+        help="weights tag or .safetensors path (default: the arch's default weights)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images with pretrained weights")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--topk", type=int, default=5)
+    _model_args(p)
+    p.set_defaults(func=run_predict)
+
+    p = sub.add_parser(
+        "eval",
+        help="top-1/top-5 on an ImageFolder tree",
+        description="Class folders named by WordNet id (n01440764, ...) map onto ImageNet "
+        "classes, so ImageNet subsets such as Imagenette are scored 1000-way and restricted "
+        "to the classes present.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--workers", type=int, help="data-loading processes (default: up to 4)")
+    p.add_argument("--limit-per-class", type=int, help="only the first N files of each class")
+    _model_args(p)
+    p.set_defaults(func=run_eval)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    model = zoo.get_model(args.model, pretrained=args.pretrained)
+    results = predict(model, args.images, topk=args.topk)
+    if args.json:
+        print_json(results)
+        return 0
+    for ranked in results:
+        print(ranked[0].image)
+        print_table(
+            ["rank", "class", "label", "probability"],
+            [(p.rank, p.index, p.label or "-", f"{p.probability:.4f}") for p in ranked],
+        )
+        print()
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    model = zoo.get_model(args.model, pretrained=args.pretrained)
+    result = evaluate(
+        model, args.data_dir, batch_size=args.batch_size, workers=args.workers,
+        limit_per_class=args.limit_per_class, progress=not args.json,
+    )  # fmt: skip
+    if args.json:
+        print_json({"model": args.model, "weights": model.pretrained_cfg.weights, **vars(result)})
+        return 0
+    print(f"{args.model} ({model.pretrained_cfg.weights}) on {args.data_dir}: "
+          f"{result.images} images, {result.classes} classes")  # fmt: skip
+    print(f"  top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  (all classes)")
+    print(f"  top-1 {result.top1_restricted:.2f}%  (restricted to the {result.classes} classes)")
+    print(f"  {result.images_per_second:.1f} images/s")
+    return 0
