@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.factory import count_parameters
+from zoo.factory import count_parameters, float32_bytes
 from zoo.registry import get_spec
-from zoo.weights import WeightsEntry, list_weights
+from zoo.weights import WeightsEntry
+from zoo.weights.manifest import packaged_manifest, parse_manifest
 
 START, END = "<!-- weights-table:start -->", "<!-- weights-table:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -35,30 +36,30 @@ def gmacs(arch: str, size: int) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-def _metric(entry: WeightsEntry, source_is_zoo: bool) -> str:
-    chosen = [
-        m
-        for m in entry.metrics
-        if (m.source == "zoo") == source_is_zoo and m.dataset == "imagenet-1k-val"
-    ]
+def _metric(entry: WeightsEntry, by_zoo: bool) -> str:
+    chosen = [m for m in entry.metrics if (m.source == "zoo") == by_zoo]
     if not chosen:
         return "-"
     m = chosen[0]
-    return f"{m.top1:.2f} / {m.top5:.2f}" if m.top5 is not None else f"{m.top1:.2f}"
+    top = f"{m.top1:.2f} / {m.top5:.2f}" if m.top5 is not None else f"{m.top1:.2f}"
+    where = m.source if m.dataset == "imagenet-1k-val" else f"{m.source}, {m.dataset}"
+    return f"{top} ({where})"
 
 
 def _size(entry: WeightsEntry) -> str:
-    sizes = [f.size for f in entry.artifacts[0].files]
-    return f"{sum(sizes) / 2**20:.1f} MiB" if all(sizes) else "?"
+    """The zoo checkpoint's size: float32 tensors, computed from the architecture."""
+    return f"{float32_bytes(get_spec(entry.arch)) / 2**20:.1f} MiB"
 
 
 def weights_table() -> str:
     headers = [
-        "arch", "tag", "top-1 / top-5 published", "measured by zoo", "params", "GMACs @ crop",
-        "file", "license", "sources",
+        "arch", "tag", "top-1 / top-5 published (by)", "measured by zoo", "params", "GMACs @ crop",
+        "checkpoint", "license", "sources",
     ]  # fmt: skip
     rows = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for e in sorted(list_weights(), key=lambda e: (e.arch, not e.default, e.tag)):
+    # The packaged manifest only: a user's ZOO_MANIFESTS must not make the README "stale".
+    entries = parse_manifest(packaged_manifest())
+    for e in sorted(entries, key=lambda e: (e.arch, not e.default, e.tag)):
         params, _ = count_parameters(get_spec(e.arch))
         crop = e.preprocess.crop
         formats = " → ".join(dict.fromkeys(a.format for a in e.artifacts))

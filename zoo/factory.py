@@ -241,6 +241,12 @@ def count_parameters(spec: ModelSpec) -> tuple[int, int]:
     return params, stats
 
 
+def float32_bytes(spec: ModelSpec) -> int:
+    """What a float32 zoo checkpoint of the arch weighs (tensor bytes, computed)."""
+    params, stats = count_parameters(spec)
+    return 4 * (params + stats)
+
+
 def model_info(name: str) -> ModelInfo:
     spec = get_spec(name)
     params, stats = count_parameters(spec)

@@ -144,7 +144,7 @@ def evaluate(
     for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress):
         logits = _class_logits(model, model(images))
         truth = mapping[targets]
-        top5 = logits.topk(5, dim=1).indices
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += int((top5[:, 0] == truth).sum())
         correct5 += int((top5 == truth[:, None]).any(dim=1).sum())
         restricted += int((mapping[logits[:, mapping].argmax(dim=1)] == truth).sum())

@@ -6,7 +6,7 @@ import argparse
 
 import zoo
 from zoo.cli.output import human_count, human_size, print_json, print_table
-from zoo.factory import count_parameters
+from zoo.factory import float32_bytes
 from zoo.registry import get_spec
 from zoo.weights import checkpoint_path
 
@@ -91,7 +91,7 @@ def _list_weights(args: argparse.Namespace) -> int:
     rows = []
     for e in sorted(entries, key=lambda e: (e.arch, not e.default, e.tag)):
         path = checkpoint_path(e)
-        size = path.stat().st_size if path.is_file() else _float32_size(e.arch)
+        size = path.stat().st_size if path.is_file() else float32_bytes(get_spec(e.arch))
         rows.append(
             {
                 "arch": e.arch,
@@ -116,9 +116,3 @@ def _list_weights(args: argparse.Namespace) -> int:
     print_table(["arch", "tag", "top-1", "size", "license", "cached"], table)
     print("* default tag")
     return 0
-
-
-def _float32_size(arch: str) -> int:
-    """What the converted checkpoint will weigh: every tensor in float32 (computed)."""
-    params, stats = count_parameters(get_spec(arch))
-    return 4 * (params + stats)
