@@ -270,3 +270,35 @@ def test_cli_download_and_list_pretrained(tmp_path, server, monkeypatch, capsys)
     assert "cli_in1k (default): top-1 70.50" in capsys.readouterr().out
     assert cli(["download", "resnet18_v1b", "--tag", "nope"]) == 2
     assert "tags: gluon_in1k, tv_in1k, cli_in1k (default)" in capsys.readouterr().err
+
+
+def test_restrictive_license_is_printed_once(tmp_path, server, monkeypatch, caplog):
+    _, data = _tv_resnet18(tmp_path)
+    url = server.add("/lic.safetensors", data)
+    artifact = _artifact("timm", "lic.safetensors", url, sha256=hashlib.sha256(data).hexdigest())
+    entry = _entry("resnet18_v1b", "nc_in1k", [artifact], license="cc-by-nc-4.0")
+    _write_manifest(tmp_path / "lic.json", [entry], monkeypatch)
+    zoo.get_model("resnet18_v1b", pretrained="nc_in1k")
+    zoo.get_model("resnet18_v1b", pretrained="nc_in1k")
+    notices = [r for r in caplog.records if "licensed under cc-by-nc-4.0" in r.getMessage()]
+    assert len(notices) == 1
+
+
+def test_cache_verify_rehashes_converted_checkpoints(tmp_path, server, monkeypatch, capsys):
+    from zoo.weights import checkpoint_path, find_entry, verify_checkpoints
+
+    _, data = _tv_resnet18(tmp_path)
+    url = server.add("/v.safetensors", data)
+    artifact = _artifact("timm", "v.safetensors", url, sha256=hashlib.sha256(data).hexdigest())
+    _write_manifest(
+        tmp_path / "v.json", [_entry("resnet18_v1b", "v_in1k", [artifact])], monkeypatch
+    )
+    zoo.get_model("resnet18_v1b", pretrained="v_in1k")
+    assert [ok for _, ok, _ in verify_checkpoints()] == [True]
+    path = checkpoint_path(find_entry("resnet18_v1b", "v_in1k"))
+    blob = bytearray(path.read_bytes())
+    blob[-10] ^= 0xFF  # silent corruption, same size
+    path.write_bytes(bytes(blob))
+    assert [ok for _, ok, _ in verify_checkpoints()] == [False]
+    assert cli(["cache", "verify"]) == 1
+    assert "resnet18_v1b/v_in1k.safetensors" in capsys.readouterr().out

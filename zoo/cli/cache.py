@@ -100,19 +100,29 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from zoo.weights import verify_checkpoints  # imports torch: only for this subcommand
+
     results = verify_cache()
+    checkpoints = verify_checkpoints()
     if args.json:
-        print_json([{**_entry_json(r.entry), "ok": r.ok, "reason": r.reason} for r in results])
+        downloads = [{**_entry_json(r.entry), "ok": r.ok, "reason": r.reason} for r in results]
+        converted = [{"path": str(p), "ok": ok, "reason": why} for p, ok, why in checkpoints]
+        print_json({"downloads": downloads, "checkpoints": converted})
     else:
         status = {True: "ok", False: "CORRUPT", None: "unchecked"}
         rows = [
             (r.entry.filename, human_size(r.entry.size), status[r.ok], r.reason) for r in results
         ]
+        rows += [
+            (f"{p.parent.name}/{p.name}", human_size(p.stat().st_size) if p.exists() else "-",
+             status[ok], why)
+            for p, ok, why in checkpoints
+        ]  # fmt: skip
         if rows:
             print_table(("NAME", "SIZE", "STATUS", "DETAIL"), rows)
         else:
             print("cache is empty")
-    bad = [r for r in results if r.ok is False]
+    bad = [r for r in results if r.ok is False] + [c for c in checkpoints if not c[1]]
     if bad and not args.json:
         print(f"\n{len(bad)} corrupt file(s); remove them with `zoo cache rm NAME`")
     return 1 if bad else 0

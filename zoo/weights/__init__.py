@@ -120,6 +120,23 @@ def _is_recorded(out: Path) -> bool:
         return False
 
 
+def verify_checkpoints() -> list[tuple[Path, bool, str]]:
+    """Re-hash every converted checkpoint against the sha256 recorded when it was written."""
+    results = []
+    for record_file in sorted((zoo_home() / "weights").glob("*/*.json")):
+        path = record_file.with_suffix(".safetensors")
+        try:
+            expected = json.loads(record_file.read_text())["sha256"]
+            actual = hash_file(path).sha256
+        except (OSError, ValueError, KeyError) as err:
+            results.append((path, False, f"unreadable: {err}"))
+            continue
+        ok = actual == expected
+        reason = "sha256 ok" if ok else f"sha256 {actual} != recorded {expected}"
+        results.append((path, ok, reason))
+    return results
+
+
 def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
     """Fetch one artifact file; for an archive member, extract it and verify the member."""
     if file.member is None:
@@ -203,4 +220,5 @@ __all__ = [
     "find_entry",
     "list_weights",
     "resolve_weights",
+    "verify_checkpoints",
 ]
