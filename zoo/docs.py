@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.factory import count_parameters, float32_bytes
 from zoo.registry import get_spec
-from zoo.weights import WeightsEntry
+from zoo.weights import Metric, WeightsEntry
 from zoo.weights.manifest import packaged_manifest, parse_manifest
 
 START, END = "<!-- weights-table:start -->", "<!-- weights-table:end -->"
@@ -40,7 +40,10 @@ def _metric(entry: WeightsEntry, by_zoo: bool) -> str:
     chosen = [m for m in entry.metrics if (m.source == "zoo") == by_zoo]
     if not chosen:
         return "-"
-    m = chosen[0]
+    return "; ".join(_one_metric(m) for m in (chosen if by_zoo else chosen[:1]))
+
+
+def _one_metric(m: Metric) -> str:
     top = f"{m.top1:.2f} / {m.top5:.2f}" if m.top5 is not None else f"{m.top1:.2f}"
     where = m.source if m.dataset == "imagenet-1k-val" else f"{m.source}, {m.dataset}"
     return f"{top} ({where})"
@@ -65,7 +68,7 @@ def weights_table() -> str:
         formats = " → ".join(dict.fromkeys(a.format for a in e.artifacts))
         rows.append(
             f"| {e.arch} | {e.tag}{' (default)' if e.default else ''} | {_metric(e, False)} | "
-            f"{_metric(e, True)} | {params / 1e6:.2f}M | {gmacs(e.arch, crop):.2f} @ {crop} | "
+            f"{_metric(e, True)} | {params / 1e6:.2f}M | {gmacs(e.arch, crop):.3g} @ {crop} | "
             f"{_size(e)} | {e.license} | {formats} |"
         )
     return "\n".join(rows)

@@ -11,17 +11,28 @@ from zoo.convert import FORMATS, convert_file
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert GluonCV/timm/torchvision weights into a zoo safetensors file",
+        help="convert GluonCV/timm/torchvision/TFLite weights into a zoo safetensors file",
         description="Every source tensor must be used exactly once and every model tensor "
         "filled; otherwise the conversion fails and names the keys.",
     )
-    p.add_argument("src", help="source file (.params, .safetensors, .pth)")
+    p.add_argument(
+        "src",
+        nargs="+",
+        help="source file(s): .params, .safetensors, .pth, .tflite (several for one model "
+        "split over files, e.g. a TFLite backbone and head)",
+    )
     p.add_argument("--model", required=True, help="zoo architecture, e.g. resnet50_v1d")
     p.add_argument(
         "--format", choices=sorted(FORMATS), help="source format (inferred if unambiguous)"
     )
     p.add_argument("--num-classes", type=int, help="classifier size (default: the source's)")
     p.add_argument("--labels", help="label set name stored in the file, e.g. imagenet-1k")
+    p.add_argument(
+        "--label-offset",
+        type=int,
+        default=0,
+        help="classifier rows before class 0 (1 for TensorFlow's 'background' row)",
+    )
     p.add_argument("-o", "--output", required=True, help="destination .safetensors")
     p.add_argument("--json", action="store_true", help="print the conversion report as JSON")
     p.set_defaults(func=run)
@@ -29,8 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = convert_file(
-        args.src, args.output, model=args.model, format=args.format,
-        num_classes=args.num_classes, labels=args.labels,
+        args.src[0] if len(args.src) == 1 else args.src, args.output, model=args.model,
+        format=args.format, num_classes=args.num_classes, labels=args.labels,
+        label_offset=args.label_offset,
     )  # fmt: skip
     if args.json:
         print_json({**vars(report), "output": args.output})

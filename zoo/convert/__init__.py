@@ -1,20 +1,27 @@
-"""Converters from GluonCV, timm and torchvision weights into zoo-layout safetensors.
+"""Converters from GluonCV, timm, torchvision and TFLite weights into zoo-layout safetensors.
 
 ``convert(src, model=..., format=...)`` returns the mapped state dict and a report;
 ``convert_file(src, dst, ...)`` also writes the zoo checkpoint. Pickled sources are read only
-through ``torch.load(weights_only=True)``.
+through ``torch.load(weights_only=True)``. ``src`` is one path, or for a format that reads models
+split over files (``multi_file``: TFLite) a sequence of paths.
+
+Name-driven formats map source keys through a per-family ``rename``; graph-driven ones (TFLite)
+have a per-family ``planner`` that walks the source's graph against the target model and says
+which source tensor fills which model tensor. Either way :func:`map_state_dict` then checks that
+every source tensor is used exactly once and every model tensor filled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from zoo.checkpoint import CheckpointMeta, config_diff, save_checkpoint
-from zoo.convert import gluoncv
+from zoo.convert import gluoncv, tflite
 from zoo.convert.core import ConversionError, ConversionReport, map_state_dict
 from zoo.convert.mxnet_params import read_params
 from zoo.registry import ModelSpec, get_spec
@@ -26,10 +33,17 @@ __all__ = ["FORMATS", "ConversionError", "ConversionReport", "convert", "convert
 class SourceFormat:
     name: str
     extensions: tuple[str, ...]
-    read: Callable[[Path], dict[str, torch.Tensor]]
+    # the source's tensors by key; a multi_file format's read takes a list of paths
+    read: Callable[[Path], dict[str, torch.Tensor]] | Callable[[list[Path]], dict]
     # family -> rename(source key) -> zoo key | None; a family missing here is unsupported
     renamers: dict[str, Callable[[str], str | None]]
     ignore: tuple[str, ...] = ()  # fnmatch patterns of source keys the format may drop
+    multi_file: bool = False  # one model may come split over several files
+    # graph-driven formats: family -> planner(paths, spec, num_classes) -> tflite.Plan
+    planners: dict[str, Callable[..., tflite.Plan]] = field(default_factory=dict)
+
+    def supports(self, family: str) -> bool:
+        return family in self.renamers or family in self.planners
 
 
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -74,6 +88,11 @@ FORMATS: dict[str, SourceFormat] = {
         {"resnet": _identity, "inception": _identity},
         ignore=("*num_batches_tracked", "AuxLogits.*"),
     ),
+    # TensorFlow Lite MobileNets onto the *_tf twins, mapped by walking the graph (see tflite.py).
+    "tflite": SourceFormat(
+        "tflite", (".tflite",), tflite.read_constants, {}, multi_file=True,
+        planners={"mobilenet": tflite.plan_mobilenet, "mobilenetv2": tflite.plan_mobilenet},
+    ),
 }  # fmt: skip
 
 
@@ -84,17 +103,37 @@ class Converted:
     config: object  # the arch config the state dict fits (num_classes from the source)
 
 
+Source = str | os.PathLike | Sequence[str | os.PathLike]
+
+
 def convert(
-    src: str | Path, *, model: str, format: str | None = None, num_classes: int | None = None
+    src: Source, *, model: str, format: str | None = None, num_classes: int | None = None
 ) -> Converted:
-    """Map a foreign checkpoint onto ``model``; ``num_classes`` defaults to the source's."""
-    src = Path(src).expanduser()
-    if not src.is_file():
-        raise FileNotFoundError(f"source weights not found: {src}")
+    """Map a foreign checkpoint onto ``model``; ``num_classes`` defaults to the source's.
+
+    ``src``: a path, or a sequence of paths for a model split over files (TFLite's MobileNet v1
+    1.0: backbone and head, chained in whichever order they connect).
+    """
+    paths = _source_paths(src)
     spec = get_spec(model)
     if format is not None:
-        return _convert_as(FORMATS[_check_format(format)], src, spec, num_classes)
-    return _convert_inferred(src, spec, num_classes)
+        return _convert_as(FORMATS[_check_format(format)], paths, spec, num_classes)
+    return _convert_inferred(paths, spec, num_classes)
+
+
+def _source_paths(src: Source) -> list[Path]:
+    items = [src] if isinstance(src, str | os.PathLike) else list(src)
+    if not items:
+        raise ValueError("no source file given")
+    paths = [Path(p).expanduser() for p in items]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"source weights not found: {path}")
+    return paths
+
+
+def _describe(paths: list[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else " + ".join(str(p) for p in paths)
 
 
 def _check_format(name: str) -> str:
@@ -103,16 +142,22 @@ def _check_format(name: str) -> str:
     return name
 
 
-def _convert_inferred(src: Path, spec: ModelSpec, num_classes: int | None) -> Converted:
+def _convert_inferred(paths: list[Path], spec: ModelSpec, num_classes: int | None) -> Converted:
+    src = _describe(paths)
     candidates = [
-        f for f in FORMATS.values() if src.suffix in f.extensions and spec.family in f.renamers
+        f
+        for f in FORMATS.values()
+        if all(p.suffix in f.extensions for p in paths)
+        and f.supports(spec.family)
+        and (len(paths) == 1 or f.multi_file)
     ]
     if not candidates:
-        raise ConversionError(f"cannot tell the format of {src.name}; pass --format")
+        names = ", ".join(p.name for p in paths)
+        raise ConversionError(f"cannot tell the format of {names} for {spec.name}; pass --format")
     results, errors = [], []
     for fmt in candidates:
         try:
-            results.append(_convert_as(fmt, src, spec, num_classes))
+            results.append(_convert_as(fmt, paths, spec, num_classes))
         except ConversionError as err:
             errors.append(f"{fmt.name}: {err}")
     if not results:
@@ -136,14 +181,19 @@ def _convert_inferred(src: Path, spec: ModelSpec, num_classes: int | None) -> Co
 
 
 def _convert_as(
-    fmt: SourceFormat, src: Path, spec: ModelSpec, num_classes: int | None
+    fmt: SourceFormat, paths: list[Path], spec: ModelSpec, num_classes: int | None
 ) -> Converted:
-    if spec.family not in fmt.renamers:
-        supported = sorted(f.name for f in FORMATS.values() if spec.family in f.renamers)
+    if not fmt.supports(spec.family):
+        supported = sorted(f.name for f in FORMATS.values() if f.supports(spec.family))
         raise ConversionError(
             f"the {fmt.name} converter does not cover {spec.name} ({spec.family} family); "
             f"formats for it: {', '.join(supported) or 'none'}"
         )
+    if len(paths) > 1 and not fmt.multi_file:
+        raise ConversionError(f"the {fmt.name} format reads one file, got {len(paths)}")
+    if spec.family in fmt.planners:
+        return _convert_planned(fmt, paths, spec, num_classes)
+    src = paths[0]
     source = fmt.read(src)
     rename = fmt.renamers[spec.family]
     if fmt.name == "gluoncv" and gluoncv.is_legacy(list(source)):
@@ -161,6 +211,30 @@ def _convert_as(
         config.num_classes,
     )  # fmt: skip
     return Converted(state, report, config)
+
+
+def _convert_planned(
+    fmt: SourceFormat, paths: list[Path], spec: ModelSpec, num_classes: int | None
+) -> Converted:
+    """A graph-driven format: the planner says which tensor goes where, then exact-once."""
+    src = _describe(paths)
+    context = f"{src} as {fmt.name} -> {spec.name}"
+    try:
+        plan = fmt.planners[spec.family](paths, spec, num_classes)
+    except ConversionError as err:
+        raise ConversionError(f"{context}: {err}") from None
+    dropped = set(plan.ignored)
+    source = {k: v for k, v in plan.source.items() if k not in dropped}
+    shapes = _target_shapes(spec, plan.config)
+    state, ignored, defaulted = map_state_dict(
+        source, shapes, plan.targets.get, ignore=fmt.ignore, defaults=plan.defaults,
+        context=context,
+    )  # fmt: skip
+    report = ConversionReport(
+        spec.name, fmt.name, src, len(state) - len(defaulted), (*plan.ignored, *ignored),
+        defaulted, plan.config.num_classes, plan.notes,
+    )  # fmt: skip
+    return Converted(state, report, plan.config)
 
 
 def _config_for(spec: ModelSpec, source: dict[str, torch.Tensor], rename, num_classes: int | None):
@@ -194,22 +268,29 @@ def _target_shapes(spec: ModelSpec, config) -> dict[str, torch.Size]:
 
 
 def convert_file(
-    src: str | Path,
+    src: Source,
     dst: str | Path,
     *,
     model: str,
     format: str | None = None,
     num_classes: int | None = None,
     labels: str | tuple[str, ...] | None = None,
+    label_offset: int = 0,
 ) -> ConversionReport:
-    """Convert and write a zoo-layout safetensors file (atomically)."""
+    """Convert and write a zoo-layout safetensors file (atomically).
+
+    ``label_offset``: classifier rows before the first label (1 for TensorFlow's 1001-way
+    classifiers, whose row 0 is "background"); the loader drops them.
+    """
     converted = convert(src, model=model, format=format, num_classes=num_classes)
     spec = get_spec(model)
+    names = ", ".join(p.name for p in _source_paths(src))
     meta = CheckpointMeta(
         arch=spec.name,
         config=config_diff(converted.config, spec.config),
         labels=labels,
-        source=f"converted from {Path(src).name} ({converted.report.source_format})",
+        label_offset=label_offset,
+        source=f"converted from {names} ({converted.report.source_format})",
     )
     save_checkpoint(dst, converted.state_dict, meta)
     return converted.report

@@ -26,6 +26,7 @@ class ConversionReport:
     ignored: tuple[str, ...]  # source keys dropped on purpose (declared by the format)
     defaulted: tuple[str, ...]  # target keys absent from the source, filled with defaults
     num_classes: int
+    notes: tuple[str, ...] = ()  # what else the format dropped or checked (graph formats)
 
     def summary(self) -> str:
         lines = [
@@ -36,6 +37,7 @@ class ConversionReport:
             lines.append("  ignored: " + _abbreviate(self.ignored))
         if self.defaulted:
             lines.append("  defaulted: " + _abbreviate(self.defaulted))
+        lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -69,9 +71,14 @@ def map_state_dict(
     rename: Callable[[str], str | None],
     *,
     ignore: Iterable[str] = (),
+    defaults: Mapping[str, torch.Tensor] | None = None,
     context: str = "",
 ) -> tuple[dict[str, torch.Tensor], tuple[str, ...], tuple[str, ...]]:
-    """Map ``source`` onto ``target_shapes``; returns (state_dict, ignored, defaulted)."""
+    """Map ``source`` onto ``target_shapes``; returns (state_dict, ignored, defaulted).
+
+    ``defaults``: target keys the format itself fills (e.g. a folded BatchNorm's identity
+    statistics); each must be a model key the source does not fill, and is reported as defaulted.
+    """
     ignore = tuple(ignore)
     out: dict[str, torch.Tensor] = {}
     used_by: dict[str, str] = {}
@@ -95,11 +102,26 @@ def map_state_dict(
                 )
             else:
                 out[target], used_by[target] = fitted, key
+    given = []
+    for target, tensor in (defaults or {}).items():
+        if target not in target_shapes:
+            unknown.append(f"(format default) -> {target}")
+        elif target in used_by:
+            twice.append(f"{used_by[target]} and the format's default -> {target}")
+        elif tuple(tensor.shape) != tuple(target_shapes[target]):
+            wrong_shape.append(
+                f"(format default) -> {target}: {tuple(tensor.shape)} vs "
+                f"{tuple(target_shapes[target])}"
+            )
+        else:
+            out[target] = tensor
+            given.append(target)
     missing = [k for k in target_shapes if k not in out]
-    defaulted = [k for k in missing if any(fnmatch.fnmatchcase(k, p) for p in DEFAULTABLE_TARGETS)]
-    for key in defaulted:
+    counters = [k for k in missing if any(fnmatch.fnmatchcase(k, p) for p in DEFAULTABLE_TARGETS)]
+    for key in counters:
         out[key] = torch.zeros(target_shapes[key], dtype=torch.long)
-    missing = [k for k in missing if k not in defaulted]
+    missing = [k for k in missing if k not in counters]
+    defaulted = given + counters
     problems = [
         (unmapped, "source keys no rule maps"),
         (unknown, "source keys mapped to names the model lacks"),
