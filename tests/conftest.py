@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from http_server import HTTPFileServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 GLUON_FIXTURES = SHARED / "fixtures" / "gluoncv"
 # Bigger fixtures made locally with ../shared/tools/gluoncv_reference (never committed).
 EXTRA_GLUON_FIXTURES = Path(os.environ.get("ZOO_GLUON_FIXTURES", ROOT.parent / "gluon_fixtures"))
+
+
+@pytest.fixture
+def http_server() -> Iterator[HTTPFileServer]:
+    """A real HTTP server on 127.0.0.1 (see tests/http_server.py); never a mocked requests."""
+    with HTTPFileServer() as server:
+        yield server
+
+
+@pytest.fixture
+def zoo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private ZOO_HOME, fast retries, quiet output, and no mirror/offline/proxy settings."""
+    home = tmp_path / "zoo_home"
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    monkeypatch.setenv("ZOO_RETRY_BACKOFF", "0.01")
+    monkeypatch.setenv("ZOO_QUIET", "1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a CI proxy must not see our server
+    for name in (
+        "ZOO_OFFLINE", "HF_HUB_OFFLINE", "ZOO_MIRROR", "ZOO_MANIFESTS", "HF_ENDPOINT",
+        "ZOO_RETRIES", "ZOO_DEADLINE", "ZOO_TIMEOUT",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    return home
 
 
 def gluon_fixture(name: str) -> tuple[Path, dict[str, np.ndarray]]:

@@ -14,7 +14,6 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,30 +56,9 @@ PAYLOAD = bytes(range(256)) * 1024  # 256 KiB: several 64 KiB chunks
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-@pytest.fixture
-def http_server() -> Iterator[HTTPFileServer]:
-    with HTTPFileServer() as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
-def zoo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "zoo_home"
-    monkeypatch.setenv("ZOO_HOME", str(home))
-    monkeypatch.setenv("ZOO_RETRY_BACKOFF", "0.01")
-    monkeypatch.setenv("ZOO_QUIET", "1")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a CI proxy must not see our server
-    for name in (
-        "ZOO_OFFLINE",
-        "HF_HUB_OFFLINE",
-        "ZOO_MIRROR",
-        "HF_ENDPOINT",
-        "ZOO_RETRIES",
-        "ZOO_DEADLINE",
-        "ZOO_TIMEOUT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return home
+def zoo_env(zoo_home: Path) -> Path:
+    return zoo_home
 
 
 def final_path(filename: str, *, sha256: str | None = None, source: str = "") -> Path:

@@ -7,13 +7,11 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import GLUON_FIXTURES, gluon_fixture, randomize
-from http_server import HTTPFileServer
 from safetensors.torch import save_file
 
 import zoo
@@ -24,21 +22,9 @@ from zoo.weights.manifest import ManifestError, load_entries, packaged_manifest,
 GLUON_MODELS = json.loads((GLUON_FIXTURES / "gluoncv_models.json").read_text())["models"]
 
 
-@pytest.fixture
-def server() -> Iterator[HTTPFileServer]:
-    with HTTPFileServer() as s:
-        yield s
-
-
 @pytest.fixture(autouse=True)
-def zoo_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ZOO_QUIET", "1")
-    monkeypatch.setenv("ZOO_RETRY_BACKOFF", "0.01")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for name in ("ZOO_OFFLINE", "HF_HUB_OFFLINE", "ZOO_MIRROR", "ZOO_MANIFESTS"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path / "home"
+def zoo_env(zoo_home: Path) -> Path:
+    return zoo_home
 
 
 def _entry(arch: str, tag: str, artifacts: list[dict], **extra) -> dict:
@@ -148,9 +134,9 @@ def test_duplicates_and_defaults_raise(tmp_path, monkeypatch):
 # ------------------------------------------------------------------- artifacts, end to end
 
 
-def test_zoo_manifests_end_to_end(tmp_path, server, monkeypatch):
+def test_zoo_manifests_end_to_end(tmp_path, http_server, monkeypatch):
     reference, data = _tv_resnet18(tmp_path)
-    url = server.add("/weights/r18.pth.safetensors", data)
+    url = http_server.add("/weights/r18.pth.safetensors", data)
     files = [{"name": "r18_tv.safetensors", "sources": [url],
               "sha256": hashlib.sha256(data).hexdigest()[:12], "size": len(data)}]  # fmt: skip
     entry = _entry("resnet18_v1b", "org_in1k", [{"format": "torchvision", "files": files}])
@@ -165,21 +151,21 @@ def test_zoo_manifests_end_to_end(tmp_path, server, monkeypatch):
     assert zoo.get_transforms(model)(torch.zeros(3, 300, 300, dtype=torch.uint8)).shape == (
         3, 192, 192,
     )  # fmt: skip
-    assert len(server.requests(method="GET")) == 1
+    assert len(http_server.requests(method="GET")) == 1
     # warm cache: no network at all, and pretrained=True takes the default tag
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     again = zoo.get_model("resnet18_v1b", pretrained=True)
     assert again.pretrained_cfg.weights == "org_in1k"
-    assert len(server.requests(method="GET")) == 1
+    assert len(http_server.requests(method="GET")) == 1
     assert "resnet18_v1b" in zoo.list_models("resnet18*", pretrained=True)
     assert "resnet18_v1c" not in zoo.list_models("resnet18*", pretrained=True)
 
 
-def test_artifacts_are_alternatives(tmp_path, server, monkeypatch):
+def test_artifacts_are_alternatives(tmp_path, http_server, monkeypatch):
     _, data = _tv_resnet18(tmp_path)
     sha = hashlib.sha256(data).hexdigest()
-    broken = server.add("/gone/r18.safetensors", b"", default=404)
-    good = server.add("/ok/r18.safetensors", data)
+    broken = http_server.add("/gone/r18.safetensors", b"", default=404)
+    good = http_server.add("/ok/r18.safetensors", data)
     artifacts = [
         _artifact("torchvision", "gone.safetensors", broken, sha256=sha),
         _artifact("timm", "ok.safetensors", good, sha256=sha),
@@ -189,8 +175,8 @@ def test_artifacts_are_alternatives(tmp_path, server, monkeypatch):
     assert zoo.get_model("resnet18_v1b", pretrained="alt_in1k").fc.out_features == 1000
 
 
-def test_all_artifacts_failing_lists_each_reason(tmp_path, server, monkeypatch):
-    corrupt = server.add("/c/r18.safetensors", b"x" * 1000, default="corrupt")
+def test_all_artifacts_failing_lists_each_reason(tmp_path, http_server, monkeypatch):
+    corrupt = http_server.add("/c/r18.safetensors", b"x" * 1000, default="corrupt")
     sha = hashlib.sha256(b"x" * 1000).hexdigest()
     entry = _entry(
         "resnet18_v1b", "bad_in1k", [_artifact("timm", "c.safetensors", corrupt, sha256=sha)]
@@ -202,15 +188,15 @@ def test_all_artifacts_failing_lists_each_reason(tmp_path, server, monkeypatch):
     assert not list(home.rglob("*.safetensors"))  # nothing unverified under a final name
 
 
-def test_offline_empty_cache_is_immediate_and_actionable(tmp_path, server, monkeypatch):
-    url = server.add("/r18.safetensors", b"abc")
+def test_offline_empty_cache_is_immediate_and_actionable(tmp_path, http_server, monkeypatch):
+    url = http_server.add("/r18.safetensors", b"abc")
     artifact = _artifact("timm", "r18off.safetensors", url, sha256="a" * 64)
     entry = _entry("resnet18_v1b", "off_in1k", [artifact])
     _write_manifest(tmp_path / "off.json", [entry], monkeypatch)
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError, match="r18off.safetensors"):
         zoo.get_model("resnet18_v1b", pretrained=True)
-    assert server.log == []
+    assert http_server.log == []
 
 
 def _gluon_zip(name: str) -> tuple[bytes, str, str]:
@@ -224,10 +210,10 @@ def _gluon_zip(name: str) -> tuple[bytes, str, str]:
     return buffer.getvalue(), sha1, member
 
 
-def test_gluoncv_zip_end_to_end(tmp_path, server, monkeypatch):
+def test_gluoncv_zip_end_to_end(tmp_path, http_server, monkeypatch):
     """GluonCV's layout: {name}-{sha1[:8]}.zip holding the .params whose sha1 is published."""
     blob, sha1, member = _gluon_zip("resnet18_v1b")
-    url = server.add(f"/gluon/models/{member[:-7]}.zip", blob)
+    url = http_server.add(f"/gluon/models/{member[:-7]}.zip", blob)
     files = [{"name": f"{member[:-7]}.zip", "sources": [url], "sha1": sha1, "member": member}]
     entry = _entry("resnet18_v1b", "testgluon_in1k", [{"format": "gluoncv", "files": files}])
     _write_manifest(tmp_path / "gluon.json", [entry], monkeypatch)
@@ -238,9 +224,9 @@ def test_gluoncv_zip_end_to_end(tmp_path, server, monkeypatch):
     torch.testing.assert_close(y, torch.from_numpy(ref["y"]), atol=1e-4, rtol=0)
 
 
-def test_gluoncv_zip_wrong_member_hash(tmp_path, server, monkeypatch):
+def test_gluoncv_zip_wrong_member_hash(tmp_path, http_server, monkeypatch):
     blob, sha1, member = _gluon_zip("resnet18_v1b")
-    url = server.add("/gluon/x.zip", blob)
+    url = http_server.add("/gluon/x.zip", blob)
     files = [{"name": "x.zip", "sources": [url], "sha1": "0" * 40, "member": member}]
     entry = _entry("resnet18_v1b", "testgluon_in1k", [{"format": "gluoncv", "files": files}])
     _write_manifest(tmp_path / "gluon.json", [entry], monkeypatch)
@@ -249,9 +235,9 @@ def test_gluoncv_zip_wrong_member_hash(tmp_path, server, monkeypatch):
     assert not list(Path(zoo.hub.zoo_home()).rglob("*.params"))
 
 
-def test_cli_download_and_list_pretrained(tmp_path, server, monkeypatch, capsys):
+def test_cli_download_and_list_pretrained(tmp_path, http_server, monkeypatch, capsys):
     _, data = _tv_resnet18(tmp_path)
-    url = server.add("/r18.safetensors", data)
+    url = http_server.add("/r18.safetensors", data)
     files = [
         {"name": "r18cli.safetensors", "sources": [url], "sha256": hashlib.sha256(data).hexdigest()}
     ]
@@ -272,9 +258,9 @@ def test_cli_download_and_list_pretrained(tmp_path, server, monkeypatch, capsys)
     assert "tags: gluon_in1k, tv_in1k, cli_in1k (default)" in capsys.readouterr().err
 
 
-def test_restrictive_license_is_printed_once(tmp_path, server, monkeypatch, caplog):
+def test_restrictive_license_is_printed_once(tmp_path, http_server, monkeypatch, caplog):
     _, data = _tv_resnet18(tmp_path)
-    url = server.add("/lic.safetensors", data)
+    url = http_server.add("/lic.safetensors", data)
     artifact = _artifact("timm", "lic.safetensors", url, sha256=hashlib.sha256(data).hexdigest())
     entry = _entry("resnet18_v1b", "nc_in1k", [artifact], license="cc-by-nc-4.0")
     _write_manifest(tmp_path / "lic.json", [entry], monkeypatch)
@@ -284,11 +270,11 @@ def test_restrictive_license_is_printed_once(tmp_path, server, monkeypatch, capl
     assert len(notices) == 1
 
 
-def test_cache_verify_rehashes_converted_checkpoints(tmp_path, server, monkeypatch, capsys):
+def test_cache_verify_rehashes_converted_checkpoints(tmp_path, http_server, monkeypatch, capsys):
     from zoo.weights import checkpoint_path, find_entry, verify_checkpoints
 
     _, data = _tv_resnet18(tmp_path)
-    url = server.add("/v.safetensors", data)
+    url = http_server.add("/v.safetensors", data)
     artifact = _artifact("timm", "v.safetensors", url, sha256=hashlib.sha256(data).hexdigest())
     _write_manifest(
         tmp_path / "v.json", [_entry("resnet18_v1b", "v_in1k", [artifact])], monkeypatch
