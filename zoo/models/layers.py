@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -44,17 +44,17 @@ class CommonConfig:
     bn_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        _check(self.num_classes >= 0, "num_classes must be >= 0 (0 removes the classifier)")
-        _check(self.in_chans >= 1, "in_chans must be >= 1")
-        _check(0.0 <= self.drop_rate < 1.0, "drop_rate must be in [0, 1)")
-        _check(self.bn_eps > 0, "bn_eps must be positive")
-        _check(
+        require(self.num_classes >= 0, "num_classes must be >= 0 (0 removes the classifier)")
+        require(self.in_chans >= 1, "in_chans must be >= 1")
+        require(0.0 <= self.drop_rate < 1.0, "drop_rate must be in [0, 1)")
+        require(self.bn_eps > 0, "bn_eps must be positive")
+        require(
             callable(self.norm_layer) or self.norm_layer in NORM_LAYERS,
             f"norm_layer must be one of {sorted(NORM_LAYERS)} or a callable",
         )
 
 
-def _check(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
 
@@ -147,13 +147,6 @@ def init_weights(model: nn.Module, zero_gamma: list[nn.Module] | None = None) ->
             nn.init.zeros_(bn.weight)
 
 
-Activation = Literal["relu", "relu6", "hard_swish", "swish", "sigmoid", "hard_sigmoid"]
-
-
-def field_names(config: Any) -> list[str]:
-    return [f.name for f in config.__dataclass_fields__.values()]
-
-
 __all__ = [
     "NORM_LAYERS",
     "ClassifierModel",
@@ -161,7 +154,6 @@ __all__ = [
     "FeatureInfo",
     "NormLayer",
     "SqueezeExcite",
-    "field",
     "init_linear",
     "init_weights",
     "make_norm",

@@ -42,10 +42,10 @@ from zoo.models.layers import (
     CommonConfig,
     FeatureInfo,
     SqueezeExcite,
-    _check,
     init_linear,
     init_weights,
     make_norm,
+    require,
 )
 from zoo.preprocess import Preprocess
 from zoo.registry import register_family
@@ -69,10 +69,10 @@ class MobileNetConfig(CommonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.version in (1, 2), "version must be 1 or 2")
-        _check(self.multiplier > 0, "multiplier must be positive")
-        _check(self.act in ("relu", "relu6"), "act must be 'relu' or 'relu6'")
-        _check(self.padding in ("symmetric", "same"), "padding must be 'symmetric' or 'same'")
+        require(self.version in (1, 2), "version must be 1 or 2")
+        require(self.multiplier > 0, "multiplier must be positive")
+        require(self.act in ("relu", "relu6"), "act must be 'relu' or 'relu6'")
+        require(self.padding in ("symmetric", "same"), "padding must be 'symmetric' or 'same'")
 
 
 _V1 = {"version": 1, "act": "relu"}
@@ -276,7 +276,7 @@ class MobileNetV1(_MobileNetBase):
 
     def __init__(self, cfg: MobileNetConfig) -> None:
         super().__init__()
-        _check(cfg.version == 1, "MobileNetV1 needs a version=1 config")
+        require(cfg.version == 1, "MobileNetV1 needs a version=1 config")
         self.config = cfg
         self.drop_rate = cfg.drop_rate
         m = cfg.multiplier
@@ -303,7 +303,7 @@ class MobileNetV2(_MobileNetBase):
 
     def __init__(self, cfg: MobileNetConfig) -> None:
         super().__init__()
-        _check(cfg.version == 2, "MobileNetV2 needs a version=2 config")
+        require(cfg.version == 2, "MobileNetV2 needs a version=2 config")
         self.config = cfg
         self.drop_rate = cfg.drop_rate
         norm = make_norm(cfg.norm_layer, cfg.bn_eps)

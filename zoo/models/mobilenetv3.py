@@ -29,10 +29,10 @@ from torch import nn
 from zoo.models.layers import (
     ClassifierModel,
     CommonConfig,
-    _check,
     init_linear,
     init_weights,
     make_norm,
+    require,
 )
 from zoo.models.mobilenet import InvertedResidual, conv2d, make_act, stage_ends
 from zoo.preprocess import Preprocess
@@ -47,9 +47,9 @@ class MobileNetV3Config(CommonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.size in ("large", "small"), "size must be 'large' or 'small'")
-        _check(self.multiplier > 0, "multiplier must be positive")
-        _check(self.head_chs >= 1, "head_chs must be positive")
+        require(self.size in ("large", "small"), "size must be 'large' or 'small'")
+        require(self.multiplier > 0, "multiplier must be positive")
+        require(self.head_chs >= 1, "head_chs must be positive")
 
 
 CONFIGS: dict[str, MobileNetV3Config] = {

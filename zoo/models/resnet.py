@@ -24,9 +24,9 @@ from zoo.models.layers import (
     CommonConfig,
     FeatureInfo,
     SqueezeExcite,
-    _check,
     init_weights,
     make_norm,
+    require,
 )
 from zoo.preprocess import Preprocess
 from zoo.registry import register_family
@@ -48,12 +48,12 @@ class ResNetConfig(CommonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.block in ("basic", "bottleneck"), "block must be 'basic' or 'bottleneck'")
-        _check(self.stem in ("plain", "deep"), "stem must be 'plain' or 'deep'")
-        _check(len(self.layers) == 4 and min(self.layers) >= 1, "layers: four positive counts")
-        _check(self.output_stride in (8, 16, 32), "output_stride must be 8, 16 or 32")
-        _check(self.stem_width >= 1 and self.cardinality >= 1, "widths must be positive")
-        _check(
+        require(self.block in ("basic", "bottleneck"), "block must be 'basic' or 'bottleneck'")
+        require(self.stem in ("plain", "deep"), "stem must be 'plain' or 'deep'")
+        require(len(self.layers) == 4 and min(self.layers) >= 1, "layers: four positive counts")
+        require(self.output_stride in (8, 16, 32), "output_stride must be 8, 16 or 32")
+        require(self.stem_width >= 1 and self.cardinality >= 1, "widths must be positive")
+        require(
             self.block == "bottleneck" or (self.cardinality, self.base_width) == (1, 64),
             "cardinality/base_width apply to bottleneck blocks only",
         )
