@@ -117,12 +117,18 @@ class ClassifierModel(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
+    @property
+    def classifier_in_features(self) -> int:
+        """Width of what the classifier sees (MobileNetV3 puts a head conv after pooling)."""
+        return self.num_features
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (0 removes it: the model then returns pooled features)."""
         if num_classes < 0:
             raise ValueError("num_classes must be >= 0")
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        width = self.classifier_in_features
+        self.fc = nn.Linear(width, num_classes) if num_classes else nn.Identity()
         if num_classes:
             init_linear(self.fc)
 

@@ -29,7 +29,6 @@ from torch import nn
 from zoo.models.layers import (
     ClassifierModel,
     CommonConfig,
-    init_linear,
     init_weights,
     make_norm,
     require,
@@ -147,14 +146,9 @@ class MobileNetV3(ClassifierModel):
     def conv_head(self) -> nn.Conv2d:
         return self.features[self.head_start + 1]
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier after the 1280-wide head conv (0: return its output)."""
-        if num_classes < 0:
-            raise ValueError("num_classes must be >= 0")
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
-        if num_classes:
-            init_linear(self.fc)
+    @property
+    def classifier_in_features(self) -> int:
+        return self.head_hidden_size  # the classifier follows the 1280-wide head conv
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features[: self.head_start](x)
