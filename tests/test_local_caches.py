@@ -1,0 +1,173 @@
+"""Reuse of files other libraries already downloaded: the Hugging Face cache, torch.hub's
+checkpoints and GluonCV's $MXNET_HOME/models. Fake caches are laid out exactly as those libraries
+lay them out; a real 127.0.0.1 server counts the requests the zoo makes (none, when a cache has
+the file); a tampered cached file is refused by name; nothing in a foreign cache is modified."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from huggingface_hub import scan_cache_dir
+from huggingface_hub.file_download import repo_folder_name
+
+from zoo.hub.local_caches import (
+    GLUONCV,
+    HUGGING_FACE,
+    TORCH_HUB,
+    LocalFile,
+    find_local,
+    hf_hub_cache,
+    mxnet_models,
+    torch_hub_checkpoints,
+)
+
+PAYLOAD = bytes(range(256)) * 64
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@dataclass(frozen=True)
+class Caches:
+    hf: Path  # HF_HUB_CACHE
+    torch_home: Path  # TORCH_HOME
+    mxnet_home: Path  # MXNET_HOME
+
+
+@pytest.fixture
+def caches(zoo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Caches:
+    found = Caches(tmp_path / "hf" / "hub", tmp_path / "torch", tmp_path / "mxnet")
+    monkeypatch.setenv("HF_HUB_CACHE", str(found.hf))
+    monkeypatch.setenv("TORCH_HOME", str(found.torch_home))
+    monkeypatch.setenv("MXNET_HOME", str(found.mxnet_home))
+    monkeypatch.delenv("ZOO_LOCAL_CACHES", raising=False)
+    return found
+
+
+def put_hf(
+    cache: Path, repo_id: str, path_in_repo: str, data: bytes, revision: str = "main"
+) -> Path:
+    """What ``hf_hub_download`` leaves behind: blobs/<sha256>, a relative symlink from
+    snapshots/<commit>/<path>, and refs/<revision> holding the commit. Returns the blob."""
+    repo = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    snapshot = repo / "snapshots" / COMMIT / path_in_repo
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.symlink_to(os.path.relpath(blob, snapshot.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / revision).write_text(COMMIT)
+    return blob
+
+
+def put_torch_hub(torch_home: Path, filename: str, data: bytes) -> Path:
+    """What ``torch.hub.load_state_dict_from_url`` leaves: hub/checkpoints/<URL basename>."""
+    path = torch_home / "hub" / "checkpoints" / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def tamper(path: Path) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # same size: only a hash notices
+    path.write_bytes(bytes(blob))
+
+
+# ----------------------------------------------------------------------- where caches are
+
+
+def test_cache_folders_follow_each_library(caches, tmp_path, monkeypatch):
+    import torch.hub
+
+    assert torch_hub_checkpoints() == Path(torch.hub.get_dir()) / "checkpoints"
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert torch_hub_checkpoints() == Path(torch.hub.get_dir()) / "checkpoints"
+    assert mxnet_models() == caches.mxnet_home / "models"
+    monkeypatch.delenv("MXNET_HOME")
+    assert mxnet_models() == Path.home() / ".mxnet" / "models"  # GluonCV's model_store default
+
+    # huggingface_hub reads its variables once, at import: ask fresh interpreters.
+    settings = [
+        {"HF_HUB_CACHE": str(tmp_path / "a"), "HF_HOME": str(tmp_path / "b")},
+        {"HF_HOME": str(tmp_path / "b")},
+        {"HUGGINGFACE_HUB_CACHE": str(tmp_path / "c"), "HF_HOME": str(tmp_path / "b")},
+        {"XDG_CACHE_HOME": str(tmp_path / "xdg")},
+    ]
+    script = (
+        "import json, os, sys, importlib\n"
+        "out = []\n"
+        "for env in json.loads(sys.argv[1]):\n"
+        "    for k in ('HF_HUB_CACHE', 'HF_HOME', 'HUGGINGFACE_HUB_CACHE', 'XDG_CACHE_HOME'):\n"
+        "        os.environ.pop(k, None)\n"
+        "    os.environ.update(env)\n"
+        "    import huggingface_hub.constants as c\n"
+        "    out.append(importlib.reload(c).HF_HUB_CACHE)\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(settings)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for env, theirs in zip(settings, json.loads(done.stdout), strict=True):
+        for name in ("HF_HUB_CACHE", "HF_HOME", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert hf_hub_cache() == Path(theirs), env
+
+
+def test_hf_lookup_reads_the_layout_huggingface_hub_writes(caches):
+    blob = put_hf(caches.hf, "org/net", "model.safetensors", PAYLOAD)
+    put_hf(caches.hf, "org/net", "sub/dir/other.bin", b"x" * 10)
+    # The fake cache is a valid one by huggingface_hub's own scanner.
+    (repo,) = scan_cache_dir(caches.hf).repos
+    assert repo.repo_id == "org/net" and not scan_cache_dir(caches.hf).warnings
+    (revision,) = repo.revisions
+    assert revision.commit_hash == COMMIT and repo.refs["main"] == revision
+    assert {f.file_name: f.blob_path for f in revision.files}["model.safetensors"] == blob
+
+    found = find_local(["https://elsewhere/x", "hf://org/net@main/model.safetensors"])
+    assert found == [LocalFile(blob, HUGGING_FACE, PAYLOAD_SHA256)]
+    assert find_local([f"hf://org/net@{COMMIT}/model.safetensors"]) == found
+    (nested,) = find_local(["hf://org/net/sub/dir/other.bin"])
+    assert nested.sha256 == hashlib.sha256(b"x" * 10).hexdigest()
+    assert find_local(["hf://org/net@v2/model.safetensors"]) == []  # another revision
+    assert find_local(["hf://org/other/model.safetensors"]) == []
+
+
+def test_hf_link_leaving_the_cache_is_ignored(caches, tmp_path):
+    put_hf(caches.hf, "org/net", "model.safetensors", PAYLOAD)
+    outside = tmp_path / "secret"
+    outside.write_bytes(PAYLOAD)
+    repo = caches.hf / repo_folder_name(repo_id="org/net", repo_type="model")
+    link = repo / "snapshots" / COMMIT / "model.safetensors"
+    link.unlink()
+    link.symlink_to(outside)
+    assert find_local(["hf://org/net/model.safetensors"]) == []
+
+
+def test_torch_hub_and_gluoncv_lookups(caches, monkeypatch):
+    tv = put_torch_hub(caches.torch_home, "resnet18-f37072fd.pth", PAYLOAD)
+    plain = put_torch_hub(caches.torch_home, "plain.pth", PAYLOAD)
+    url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert find_local([url]) == [LocalFile(tv, TORCH_HUB, "f37072fd")]  # torch.hub's hash rule
+    assert find_local(["https://x/plain.pth"]) == [LocalFile(plain, TORCH_HUB, None)]
+    assert find_local(["https://x/..%2Fplain.pth", "/abs/plain.pth"]) == []
+
+    params = caches.mxnet_home / "models" / "resnet18_v1b-2d9d980c.params"
+    params.parent.mkdir(parents=True)
+    params.write_bytes(PAYLOAD)
+    assert find_local(["https://x/resnet18_v1b-2d9d980c.zip"], member=params.name) == [
+        LocalFile(params, GLUONCV, None)
+    ]
+    monkeypatch.setenv("ZOO_LOCAL_CACHES", "0")
+    assert find_local([url]) == []
