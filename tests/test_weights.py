@@ -90,7 +90,7 @@ def test_gluon_sha1s_equal_gluoncv_model_store():
         (lambda e: e["artifacts"][0]["files"][0].pop("sha256"), "unverified"),
         (lambda e: e["artifacts"][0]["files"][0].update(sha256="abc"), "sha256"),
         (lambda e: e["artifacts"][0]["files"][0].update(sources=["ftp://x/y"]), "source"),
-        (lambda e: e.update(arch="resnet50d"), "unknown model"),
+        (lambda e: e.update(arch="ResNet-50"), "canonical model name"),  # registry: test_startup
         (lambda e: e.update(colour="red"), "unknown keys"),
         (lambda e: e.update(tag="Bad Tag"), "bad tag"),
         (lambda e: e["artifacts"][0].update(format="onnx"), "format must be"),

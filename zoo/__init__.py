@@ -3,28 +3,65 @@
 >>> import zoo
 >>> model = zoo.get_model("resnet50_v1d")
 >>> zoo.list_models("resnet50_*")
+
+``import zoo`` is cheap: the public names are loaded on first use (PEP 562), so the CLI and
+``zoo.hub`` start without importing torch. To export a new name, add one line to ``_EXPORTS``
+(and to the ``TYPE_CHECKING`` block, for type checkers and IDEs).
 """
 
-from zoo.factory import ModelInfo, PretrainedCfg, get_model, model_info
-from zoo.inference import EvalResult, Prediction, evaluate, predict
-from zoo.registry import UnknownModelError, list_models
-from zoo.transforms import get_transforms
-from zoo.weights import list_weights
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EvalResult",
-    "ModelInfo",
-    "Prediction",
-    "PretrainedCfg",
-    "UnknownModelError",
-    "__version__",
-    "evaluate",
-    "get_model",
-    "get_transforms",
-    "list_models",
-    "list_weights",
-    "model_info",
-    "predict",
-]
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "EvalResult": "zoo.inference",
+    "ModelInfo": "zoo.factory",
+    "Prediction": "zoo.inference",
+    "PretrainedCfg": "zoo.factory",
+    "UnknownModelError": "zoo.registry",
+    "evaluate": "zoo.inference",
+    "get_model": "zoo.factory",
+    "get_transforms": "zoo.transforms",
+    "list_models": "zoo.api",
+    "list_weights": "zoo.weights",
+    "model_info": "zoo.factory",
+    "predict": "zoo.inference",
+    "save_model": "zoo.save",
+}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; `X as X` marks a re-export
+    from zoo.api import list_models as list_models
+    from zoo.factory import ModelInfo as ModelInfo
+    from zoo.factory import PretrainedCfg as PretrainedCfg
+    from zoo.factory import get_model as get_model
+    from zoo.factory import model_info as model_info
+    from zoo.inference import EvalResult as EvalResult
+    from zoo.inference import Prediction as Prediction
+    from zoo.inference import evaluate as evaluate
+    from zoo.inference import predict as predict
+    from zoo.registry import UnknownModelError as UnknownModelError
+    from zoo.save import save_model as save_model
+    from zoo.transforms import get_transforms as get_transforms
+    from zoo.weights import list_weights as list_weights
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"zoo.{name}") is not None:
+        return importlib.import_module(f"zoo.{name}")  # e.g. zoo.registry after `import zoo`
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -13,11 +13,12 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from zoo.preprocess import Preprocess
+
+if TYPE_CHECKING:  # the registry itself stays torch-free; family modules import torch
+    from torch import nn
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -131,13 +132,14 @@ def all_specs() -> list[ModelSpec]:
     return [_SPECS[n] for n in sorted(_SPECS)]
 
 
-def list_models(pattern: str | Iterable[str] = "*", *, pretrained: bool = False) -> list[str]:
+def list_models(pattern: str | Iterable[str] = "*") -> list[str]:
     """Canonical names matching fnmatch ``pattern`` (or any of several patterns), sorted.
 
-    ``pretrained=True`` keeps only architectures that have weights in the catalogue.
+    Which of them have weights is the weights catalogue's business: :func:`zoo.list_models`
+    composes the two, so the registry depends on nothing above it.
     """
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    names = [
+    return [
         spec.name
         for spec in all_specs()
         if any(
@@ -146,12 +148,6 @@ def list_models(pattern: str | Iterable[str] = "*", *, pretrained: bool = False)
             for key in (spec.name, *spec.aliases)
         )
     ]
-    if pretrained:
-        from zoo.weights import archs_with_weights
-
-        have = archs_with_weights()
-        names = [n for n in names if n in have]
-    return names
 
 
 def _ensure_loaded() -> None:

@@ -37,7 +37,7 @@ from .errors import (
     OfflineError,
     UnsafeArchiveError,
 )
-from .fetch import fetch
+from .fetch import cached_copy, fetch
 from .integrity import FileDigest, hash_file, verify_file
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "cache_dir",
     "cache_entries",
     "cache_key",
+    "cached_copy",
     "extract_all",
     "extract_member",
     "fetch",

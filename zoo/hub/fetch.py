@@ -98,6 +98,42 @@ def _is_cached(final: Path, size: int | None) -> bool:
     return size is None or st.st_size == size
 
 
+def _identify(
+    urls: SourceLike | Sequence[SourceLike],
+    sha256: str | None,
+    sha1: str | None,
+    size: int | None,
+    filename: str | None,
+) -> tuple[list[SourceLike], _Expected, str, str]:
+    """(sources, expected digest, cache filename, cache key) of a fetch request, validated."""
+    given = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
+    if not given:
+        raise ValueError("fetch() needs at least one source")
+    expected = _Expected(normalize_sha256(sha256), normalize_sha1(sha1), normalize_size(size))
+    filename = validate_filename(filename if filename is not None else default_filename(given[0]))
+    key = cache_key(
+        filename, source=os.fspath(given[0]), sha256=expected.sha256, sha1=expected.sha1
+    )
+    return given, expected, filename, key
+
+
+def cached_copy(
+    urls: SourceLike | Sequence[SourceLike],
+    *,
+    sha256: str | None = None,
+    sha1: str | None = None,
+    size: int | None = None,
+    filename: str | None = None,
+) -> Path | None:
+    """The cached file :func:`fetch` would return at once for these arguments, else None.
+
+    Only a ``stat``: no lock, no network. For plans such as ``zoo download --dry-run``.
+    """
+    _, expected, _, key = _identify(urls, sha256, sha1, size, filename)
+    final = path_for_key(key)
+    return final if _is_cached(final, _with_tofu(expected, key).size) else None
+
+
 def fetch(
     urls: SourceLike | Sequence[SourceLike],
     *,
@@ -120,15 +156,8 @@ def fetch(
     ``HashMismatchError``, ``OfflineError``, ``DeadlineExceededError`` or
     ``AllSourcesFailedError`` (listing every source with its reason).
     """
-    given = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
-    if not given:
-        raise ValueError("fetch() needs at least one source")
-    expected = _Expected(normalize_sha256(sha256), normalize_sha1(sha1), normalize_size(size))
-    filename = validate_filename(filename if filename is not None else default_filename(given[0]))
+    given, expected, filename, key = _identify(urls, sha256, sha1, size, filename)
     sources = [parse_source(s) for s in given]  # bad sources fail before any I/O
-    key = cache_key(
-        filename, source=os.fspath(given[0]), sha256=expected.sha256, sha1=expected.sha1
-    )
     final = path_for_key(key)
 
     if _is_cached(final, _with_tofu(expected, key).size):

@@ -24,6 +24,7 @@ from zoo.preprocess import Preprocess
 FORMAT_VERSION = 1
 SOURCE_FORMATS = ("zoo", "gluoncv", "timm", "torchvision", "tflite")
 LABEL_SETS = ("imagenet-1k",)
+_ARCH = re.compile(r"^[a-z][a-z0-9_]*$")  # the registry's canonical-name form
 _TAG = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
@@ -161,8 +162,6 @@ def _fields(raw: Any, where: str, required: set[str], optional: set[str]) -> dic
 
 
 def _entry(raw: Any, where: str, origin: str) -> WeightsEntry:
-    from zoo.registry import canonical_name
-
     raw = _fields(
         raw,
         where,
@@ -179,7 +178,13 @@ def _entry(raw: Any, where: str, origin: str) -> WeightsEntry:
         {"default", "label_offset", "metrics"},
     )
     where = f"{where} ({raw['arch']}.{raw['tag']})"
-    _require(canonical_name(raw["arch"]) == raw["arch"], where, "arch must be a canonical name")
+    # Parsing stays torch-free (the registry imports every model family): here only the form of
+    # the name; zoo.weights checks it is a registered canonical name before it converts or lists.
+    _require(
+        isinstance(raw["arch"], str) and bool(_ARCH.match(raw["arch"])),
+        where,
+        "arch must be a canonical model name (lowercase identifier)",
+    )
     _require(isinstance(raw["tag"], str) and bool(_TAG.match(raw["tag"])), where, "bad tag")
     _require(raw["labels"] in LABEL_SETS, where, f"labels must be one of {LABEL_SETS}")
     offset = raw.get("label_offset", 0)

@@ -1,0 +1,60 @@
+"""Turning fetched artifact files into a zoo checkpoint: the part of zoo.weights that needs torch.
+
+Imported by :func:`zoo.weights.ensure_checkpoint` only when a checkpoint has to be built.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from zoo.checkpoint import CheckpointMeta, config_diff, read_meta, save_checkpoint
+from zoo.registry import canonical_name, get_spec
+from zoo.weights.manifest import Artifact, ManifestError, WeightsEntry
+
+
+def require_registered(entry: WeightsEntry) -> None:
+    """The manifest names a registered architecture by its canonical name (checked here, not at
+    parse time, so that reading the manifest does not import every model family)."""
+    try:
+        name = canonical_name(entry.arch)
+    except KeyError as err:
+        raise ManifestError(f"{entry.origin}: {entry.name}: {err}") from None
+    if name != entry.arch:
+        raise ManifestError(
+            f"{entry.origin}: {entry.name}: arch must be the canonical name {name!r}, "
+            f"not the alias {entry.arch!r}"
+        )
+
+
+def build_checkpoint(entry: WeightsEntry, artifact: Artifact, paths: list[Path], out: Path) -> None:
+    """Write ``out`` from the artifact's fetched files (converted unless already zoo-layout)."""
+    if artifact.format == "zoo":
+        meta = read_meta(paths[0])
+        if meta.arch != entry.arch:
+            raise ValueError(f"{paths[0]} holds {meta.arch}, the manifest says {entry.arch}")
+        os.replace(_copy_to_temp(paths[0], out), out)
+        return
+    from zoo.convert import convert
+
+    source = paths[0] if len(paths) == 1 else paths
+    converted = convert(source, model=entry.arch, format=artifact.format,
+                        num_classes=entry.num_classes)  # fmt: skip
+    meta = CheckpointMeta(
+        arch=entry.arch,
+        config=config_diff(converted.config, get_spec(entry.arch).config),
+        labels=entry.labels,
+        label_offset=entry.label_offset,
+        preprocess=entry.preprocess,
+        source=f"{entry.name}: {artifact.format} {', '.join(f.name for f in artifact.files)}",
+    )
+    save_checkpoint(out, converted.state_dict, meta)
+
+
+def _copy_to_temp(src: Path, out: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".incomplete", dir=out.parent)
+    os.close(fd)
+    shutil.copyfile(src, tmp)
+    return Path(tmp)
