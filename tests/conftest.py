@@ -35,9 +35,13 @@ def zoo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # a CI proxy must not see our server
     for name in (
         "ZOO_OFFLINE", "HF_HUB_OFFLINE", "ZOO_MIRROR", "ZOO_MANIFESTS", "HF_ENDPOINT",
-        "ZOO_RETRIES", "ZOO_DEADLINE", "ZOO_TIMEOUT",
+        "ZOO_RETRIES", "ZOO_DEADLINE", "ZOO_TIMEOUT", "ZOO_LOCAL_CACHES", "HF_HOME",
+        "HUGGINGFACE_HUB_CACHE",
     ):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
+    # Other libraries' caches are reused (zoo.hub.local_caches): never the real ones in tests.
+    for name, folder in (("HF_HUB_CACHE", "hf"), ("TORCH_HOME", "torch"), ("MXNET_HOME", "mxnet")):
+        monkeypatch.setenv(name, str(tmp_path / "other_caches" / folder))
     return home
 
 

@@ -6,10 +6,12 @@ the file); a tampered cached file is refused by name; nothing in a foreign cache
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.file_download import repo_folder_name
 
+from zoo.hub import FetchError, OfflineError, recorded_hash
 from zoo.hub.local_caches import (
     GLUONCV,
     HUGGING_FACE,
@@ -27,6 +30,8 @@ from zoo.hub.local_caches import (
     mxnet_models,
     torch_hub_checkpoints,
 )
+from zoo.weights.artifacts import DOWNLOAD, ZOO_CACHE, fetch_file, plan_file
+from zoo.weights.manifest import ArtifactFile
 
 PAYLOAD = bytes(range(256)) * 64
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -41,13 +46,9 @@ class Caches:
 
 
 @pytest.fixture
-def caches(zoo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Caches:
-    found = Caches(tmp_path / "hf" / "hub", tmp_path / "torch", tmp_path / "mxnet")
-    monkeypatch.setenv("HF_HUB_CACHE", str(found.hf))
-    monkeypatch.setenv("TORCH_HOME", str(found.torch_home))
-    monkeypatch.setenv("MXNET_HOME", str(found.mxnet_home))
-    monkeypatch.delenv("ZOO_LOCAL_CACHES", raising=False)
-    return found
+def caches(zoo_home: Path) -> Caches:
+    """The empty HF / torch.hub / MXNet caches the ``zoo_home`` fixture points at."""
+    return Caches(*(Path(os.environ[k]) for k in ("HF_HUB_CACHE", "TORCH_HOME", "MXNET_HOME")))
 
 
 def put_hf(
@@ -171,3 +172,112 @@ def test_torch_hub_and_gluoncv_lookups(caches, monkeypatch):
     ]
     monkeypatch.setenv("ZOO_LOCAL_CACHES", "0")
     assert find_local([url]) == []
+
+
+# ------------------------------------------------- one file: used, or refused and downloaded
+
+
+@pytest.fixture
+def hf_server(http_server, monkeypatch):
+    """The counting server as the Hugging Face endpoint (zoo reads HF_ENDPOINT at call time)."""
+    monkeypatch.setenv("HF_ENDPOINT", http_server.base_url)
+    return http_server
+
+
+def _hf_file(hf_server, sha256: str | None = None) -> ArtifactFile:
+    """A manifest file whose source is hf://org/net@main/model.safetensors (also served)."""
+    hf_server.add("/org/net/resolve/main/model.safetensors", PAYLOAD)
+    source = "hf://org/net@main/model.safetensors"
+    return ArtifactFile("net.safetensors", (source,), sha256=sha256, unverified="test")
+
+
+def test_hf_copy_is_used_without_any_request(caches, hf_server):
+    blob = put_hf(caches.hf, "org/net", "model.safetensors", PAYLOAD)
+    file = _hf_file(hf_server)  # no hash in the manifest: the blob's name vouches
+    plan = plan_file(file)
+    assert (plan.origin, plan.locations) == (HUGGING_FACE, (str(blob),))
+    path = fetch_file(file)
+    assert path.read_bytes() == PAYLOAD and hf_server.log == []
+    assert path.stat().st_ino != blob.stat().st_ino  # a copy: the HF cache is never written
+    assert blob.read_bytes() == PAYLOAD
+    # Trust on first use: the verified hash is recorded, later downloads must match it.
+    record = recorded_hash(f"{path.parent.name}/{path.name}")
+    assert record is not None and record.sha256 == PAYLOAD_SHA256 and str(blob) in record.url
+    assert plan_file(file).origin == ZOO_CACHE
+
+
+def test_tampered_hf_copy_is_refused_by_name(caches, hf_server, caplog):
+    blob = put_hf(caches.hf, "org/net", "model.safetensors", PAYLOAD)
+    tamper(blob)
+    file = _hf_file(hf_server)
+    path = fetch_file(file)  # refused, then the normal download
+    assert path.read_bytes() == PAYLOAD
+    assert len(hf_server.requests(method="GET")) == 1
+    (refusal,) = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert str(blob) in refusal and "tampered" in refusal
+    assert blob.read_bytes() != PAYLOAD  # left as found: not ours to repair
+
+
+def test_offline_uses_caches_and_names_a_refused_copy(caches, http_server, monkeypatch):
+    good = put_torch_hub(caches.torch_home, f"net-{PAYLOAD_SHA256[:8]}.pth", PAYLOAD)
+    url = http_server.add(f"/models/{good.name}", PAYLOAD)
+    file = ArtifactFile(good.name, (url,), sha256=PAYLOAD_SHA256[:8])
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    assert plan_file(file).origin == TORCH_HUB
+    assert fetch_file(file).read_bytes() == PAYLOAD
+
+    bad = put_torch_hub(caches.torch_home, f"bad-{PAYLOAD_SHA256[:8]}.pth", PAYLOAD)
+    tamper(bad)
+    url = http_server.add(f"/models/{bad.name}", PAYLOAD)
+    with pytest.raises(OfflineError) as info:
+        fetch_file(ArtifactFile(bad.name, (url,), sha256=PAYLOAD_SHA256[:8]))
+    assert f"torch.hub cache {bad}: refused: sha256 mismatch" in str(info.value)
+    assert http_server.log == []
+
+
+def _zip(member: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(member, data)
+    return buffer.getvalue()
+
+
+def test_gluoncv_member_is_matched_by_name_and_sha1(caches, http_server, monkeypatch):
+    sha1 = hashlib.sha1(PAYLOAD).hexdigest()
+    member = f"net-{sha1[:8]}.params"
+    url = http_server.add(f"/gluon/models/net-{sha1[:8]}.zip", _zip(member, PAYLOAD))
+    file = ArtifactFile(f"net-{sha1[:8]}.zip", (url,), sha1=sha1, member=member)
+    params = caches.mxnet_home / "models" / member
+    params.parent.mkdir(parents=True)
+    params.write_bytes(PAYLOAD)
+    tamper(params)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(FetchError, match=f"refused: sha1 mismatch for GluonCV cache {params}"):
+        fetch_file(file)
+    assert not list(Path(os.environ["ZOO_HOME"]).rglob("*.params"))  # nothing unverified kept
+
+    monkeypatch.delenv("ZOO_OFFLINE")
+    assert fetch_file(file).read_bytes() == PAYLOAD  # refused again, then downloaded
+    assert len(http_server.requests(method="GET")) == 1
+
+    params.write_bytes(PAYLOAD)  # a good copy, for a file not fetched yet
+    other = ArtifactFile("other.zip", (http_server.url("/gone.zip"),), sha1=sha1, member=member)
+    assert plan_file(other).origin == GLUONCV
+    assert fetch_file(other).read_bytes() == PAYLOAD
+    assert len(http_server.requests(method="GET")) == 1
+
+
+def test_unverifiable_copies_are_not_used(caches, hf_server, monkeypatch):
+    plain = put_torch_hub(caches.torch_home, "plain.pth", PAYLOAD)  # no hash in its name
+    file = ArtifactFile(plain.name, (hf_server.add("/plain.pth", PAYLOAD),), unverified="t")
+    assert plan_file(file).origin == DOWNLOAD
+    # huggingface_hub copies instead of linking where symlinks are unavailable
+    snapshot = caches.hf / "models--org--net" / "snapshots" / COMMIT / "model.safetensors"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(PAYLOAD)
+    (caches.hf / "models--org--net" / "refs").mkdir()
+    (caches.hf / "models--org--net" / "refs" / "main").write_text(COMMIT)
+    assert plan_file(_hf_file(hf_server)).origin == DOWNLOAD
+    assert plan_file(_hf_file(hf_server, sha256=PAYLOAD_SHA256)).origin == HUGGING_FACE
+    monkeypatch.setenv("ZOO_LOCAL_CACHES", "0")
+    assert plan_file(_hf_file(hf_server, sha256=PAYLOAD_SHA256)).origin == DOWNLOAD

@@ -11,6 +11,9 @@ Guarantees (see :mod:`zoo.hub.cache` for the on-disk layout):
   downloaded once more from byte 0 before the source is given up.
 * Size and hashes are checked before ``os.replace`` moves the file to its final name, so
   nothing unverified ever sits under a final name.
+* Copies found in other libraries' caches (``local``, see :mod:`zoo.hub.local_caches`) come
+  first: each is copied, then checked against the expected hash *and* what its cache vouches
+  for; a copy that fails is refused (logged, and named in any error) and never modified.
 * Sources are tried in order: ``ZOO_MIRROR`` entries, then the given ones. 4xx, refused
   connections and DNS failures move on at once; 5xx, resets, timeouts and truncated bodies are
   retried with exponential backoff. ``deadline`` bounds everything, lock waits included.
@@ -52,6 +55,7 @@ from .errors import (
     redact,
 )
 from .integrity import FileDigest, normalize_sha1, normalize_sha256, normalize_size, verify_file
+from .local_caches import LocalFile, copy_verified, is_verifiable
 from .sources import Source, default_filename, mirror_sources, parse_source
 
 log = logging.getLogger(__name__)
@@ -143,6 +147,7 @@ def fetch(
     filename: str | None = None,
     quiet: bool | None = None,
     deadline: float | None = None,
+    local: Sequence[LocalFile] = (),
 ) -> Path:
     """Return the path of a verified cached copy of the file, downloading it if needed.
 
@@ -150,7 +155,8 @@ def fetch(
     ``hf://org/repo@rev/path``, ``file://`` or absolute paths); ``ZOO_MIRROR`` entries come
     first. ``sha256`` may be a prefix of >= 8 hex digits; ``sha1`` must be complete.
     ``filename`` (default: basename of the first source) must be a single safe path component.
-    ``deadline`` is in seconds (default ``$ZOO_DEADLINE`` or 3600).
+    ``deadline`` is in seconds (default ``$ZOO_DEADLINE`` or 3600). ``local``: copies in other
+    libraries' caches (:func:`~zoo.hub.local_caches.find_local`), tried before any source.
 
     Raises ``ValueError`` for bad arguments, else a :class:`~zoo.hub.errors.FetchError`:
     ``HashMismatchError``, ``OfflineError``, ``DeadlineExceededError`` or
@@ -180,7 +186,7 @@ def fetch(
             return final  # another process finished while we waited for the lock
         with contextlib.suppress(FileNotFoundError):
             final.unlink()  # wrong size: never hand it out again
-        return _fetch_locked(key, final, filename, sources, expected, clock, quiet)
+        return _fetch_locked(key, final, filename, sources, local, expected, clock, quiet)
     finally:
         lock.release()
 
@@ -190,6 +196,7 @@ def _fetch_locked(
     final: Path,
     filename: str,
     sources: list[Source],
+    local: Sequence[LocalFile],
     expected: _Expected,
     clock: Deadline,
     quiet: bool | None,
@@ -198,6 +205,12 @@ def _fetch_locked(
     attempts: list[Attempt] = []
     mismatches: list[HashMismatchError] = []
     part = partial_path(final)
+    for candidate in local:
+        digest = _from_local_cache(candidate, part, expected, attempts)
+        if digest is not None:
+            source = Source("local", str(candidate.path), candidate.label)
+            _commit(key, final, part, source, expected, digest, filename)
+            return final
     session = None
     try:
         for source in [*mirror_sources(filename), *sources]:
@@ -283,6 +296,25 @@ def _from_local(source: Source, part: Path, expected: _Expected) -> FileDigest:
     except OSError as exc:
         raise SourceFailed(f"copy failed ({exc.strerror or exc})") from None
     return _verify(part, expected, source.label)
+
+
+def _from_local_cache(
+    candidate: LocalFile, part: Path, expected: _Expected, attempts: list[Attempt]
+) -> FileDigest | None:
+    """A verified copy of ``candidate`` at ``part``, or None with the reason in ``attempts``."""
+    if not is_verifiable(candidate, expected.sha256, expected.sha1):
+        attempts.append((candidate.label, "not used: no hash to verify it against"))
+        return None
+    try:
+        return copy_verified(
+            candidate, part, sha256=expected.sha256, sha1=expected.sha1, size=expected.size
+        )
+    except HashMismatchError as exc:
+        log.warning("refusing %s: %s", candidate.path, exc)
+        attempts.append((candidate.label, f"refused: {exc.algorithm} mismatch (got {exc.actual})"))
+    except OSError as exc:
+        attempts.append((candidate.label, f"not used: cannot copy ({exc.strerror or exc})"))
+    return None
 
 
 def _verify(part: Path, expected: _Expected, label: str) -> FileDigest:

@@ -4,19 +4,36 @@ Torch-free on purpose: ``zoo download --dry-run`` and a download of weights alre
 import only this side of :mod:`zoo.weights`. :func:`plan_artifacts` is the one place that says,
 per file, where it would come from; :func:`zoo.weights.ensure_checkpoint` walks the same plan,
 so what a dry run prints is what a download does.
+
+Where each file comes from, best first: the zoo's own cache; a copy another library already
+downloaded (:mod:`zoo.hub.local_caches`: Hugging Face, torch.hub, GluonCV), copied into the zoo's
+cache only once verified; then the network. An artifact whose files are all local is tried before
+the ones that need a download, whatever their order in the manifest.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.hub import cached_copy, extract_member, fetch, is_offline, verify_file, zoo_home
-from zoo.hub.errors import FetchError
+from zoo.hub import (
+    cache_key,
+    cached_copy,
+    extract_member,
+    fetch,
+    is_offline,
+    verify_file,
+    zoo_home,
+)
+from zoo.hub.errors import FetchError, HashMismatchError
+from zoo.hub.local_caches import LocalFile, copy_verified, find_local, is_verifiable
 from zoo.hub.sources import mirror_sources
 from zoo.weights.manifest import Artifact, ArtifactFile, WeightsEntry
 
-# FilePlan.origin values.
+log = logging.getLogger("zoo")
+
+# FilePlan.origin values, besides the names of other libraries' caches in zoo.hub.local_caches.
 ZOO_CACHE = "zoo cache"  # already in $ZOO_HOME (downloaded, or extracted from a cached archive)
 DOWNLOAD = "download"  # fetched from ``locations`` in that order (mirrors first)
 
@@ -26,9 +43,10 @@ class FilePlan:
     """Where one artifact file would come from, decided without fetching anything."""
 
     file: ArtifactFile
-    origin: str  # ZOO_CACHE or DOWNLOAD
-    locations: tuple[str, ...]  # the local path, or the sources in the order they are tried
+    origin: str  # ZOO_CACHE, DOWNLOAD, or the local cache of another library
+    locations: tuple[str, ...]  # the local path(s), or the sources in the order they are tried
     note: str = ""  # e.g. "extract member from the cached archive", "offline: would fail"
+    local: tuple[LocalFile, ...] = ()  # copies in other libraries' caches, verified before use
 
 
 @dataclass(frozen=True)
@@ -43,11 +61,13 @@ class ArtifactPlan:
 
 
 def plan_artifacts(entry: WeightsEntry) -> list[ArtifactPlan]:
-    """The entry's artifact alternatives in the order they would be tried, each file planned."""
-    return [
+    """The entry's artifact alternatives in the order they would be tried, each file planned:
+    those available without a download first, then the manifest's order."""
+    plans = [
         ArtifactPlan(index, artifact, tuple(plan_file(f) for f in artifact.files))
         for index, artifact in enumerate(entry.artifacts, start=1)
     ]
+    return sorted(plans, key=lambda plan: not plan.is_local)  # stable
 
 
 def plan_file(file: ArtifactFile) -> FilePlan:
@@ -56,14 +76,28 @@ def plan_file(file: ArtifactFile) -> FilePlan:
                              filename=file.name)  # fmt: skip
         if cached is not None:
             return FilePlan(file, ZOO_CACHE, (str(cached),))
-        return _download(file, file.name)
-    archive = cached_copy(file.sources, filename=file.name)  # the hash is the member's
-    if archive is None:
-        return _download(file, file.name, f"then extract {file.member}")
-    member = _member_path(archive, file.member)
+        return _from_local_caches(file) or _download(file, file.name)
+    member = _member_path(file)
     if member.is_file():
         return FilePlan(file, ZOO_CACHE, (str(member),))
-    return FilePlan(file, ZOO_CACHE, (str(archive),), f"extract {file.member}")
+    archive = cached_copy(file.sources, filename=file.name)  # the hash is the member's
+    if archive is not None:
+        return FilePlan(file, ZOO_CACHE, (str(archive),), f"extract {file.member}")
+    return _from_local_caches(file) or _download(file, file.name, f"then extract {file.member}")
+
+
+def _from_local_caches(file: ArtifactFile) -> FilePlan | None:
+    """Copies of ``file`` (or its member) that other libraries downloaded and that can be
+    verified: against the manifest's hash, or the hash their cache's layout vouches for."""
+    found = tuple(
+        candidate
+        for candidate in find_local(file.sources, member=file.member)
+        if is_verifiable(candidate, file.sha256, file.sha1)
+    )
+    if not found:
+        return None
+    paths = tuple(str(c.path) for c in found)
+    return FilePlan(file, found[0].origin, paths, "copied once verified", local=found)
 
 
 def _download(file: ArtifactFile, filename: str, note: str = "") -> FilePlan:
@@ -73,19 +107,35 @@ def _download(file: ArtifactFile, filename: str, note: str = "") -> FilePlan:
     return FilePlan(file, DOWNLOAD, locations, note)
 
 
-def _member_path(archive: Path, member: str) -> Path:
-    # Kept apart from the downloads: the cache's files/ folder only holds fetched files.
-    return zoo_home() / "extracted" / archive.parent.name / member
+def _member_path(file: ArtifactFile) -> Path:
+    """Where ``file.member`` is kept: apart from the downloads (the cache's files/ folder only
+    holds fetched files), in a folder named like the archive's own cache entry."""
+    assert file.member is not None
+    archive_key = cache_key(file.name, source=file.sources[0])  # how fetch() files the archive
+    return zoo_home() / "extracted" / archive_key.partition("/")[0] / file.member
 
 
 def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
-    """Fetch one artifact file; for an archive member, extract it and verify the member."""
+    """Fetch one artifact file as :func:`plan_file` plans it; for an archive member, extract
+    it (or copy it from GluonCV's cache) and verify the member."""
+    plan = plan_file(file)
     if file.member is None:
         return fetch(file.sources, sha256=file.sha256, sha1=file.sha1, size=file.size,
-                     filename=file.name, quiet=quiet)  # fmt: skip
-    archive = fetch(file.sources, filename=file.name, quiet=quiet)  # hash is the member's
-    member = _member_path(archive, file.member)
+                     filename=file.name, quiet=quiet, local=plan.local)  # fmt: skip
+    member = _member_path(file)
     if not member.is_file():
+        refused = []
+        for candidate in plan.local:
+            reason = _copy_member(candidate, file, member)
+            if reason is None:
+                return member  # verified while copied
+            refused.append(reason)
+        try:
+            archive = fetch(file.sources, filename=file.name, quiet=quiet)  # hash: the member's
+        except FetchError as err:
+            if not refused:
+                raise
+            raise FetchError(f"{err}; refused: {'; '.join(refused)}", err.attempts) from err
         extract_member(archive, file.member, member)
     try:
         verify_file(member, sha256=file.sha256, sha1=file.sha1, size=file.size,
@@ -94,6 +144,19 @@ def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
         member.unlink(missing_ok=True)
         raise
     return member
+
+
+def _copy_member(candidate: LocalFile, file: ArtifactFile, member: Path) -> str | None:
+    """Copy a member from another library's cache to ``member`` once verified (None), else
+    say why it was refused."""
+    try:
+        copy_verified(candidate, member, sha256=file.sha256, sha1=file.sha1, size=file.size)
+    except HashMismatchError as err:
+        log.warning("refusing %s: %s", candidate.path, err)
+        return str(err)
+    except OSError as err:
+        return f"{candidate.label}: cannot copy ({err})"
+    return None
 
 
 __all__ = [
