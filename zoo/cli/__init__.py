@@ -1,5 +1,19 @@
-"""The ``zoo`` command line: ``zoo list|info|convert|cache|...``. Each command is a module with
-``add_parser(subparsers)`` that registers itself and sets ``func(args) -> exit code``."""
+"""The ``zoo`` command line: ``zoo list|info|download|cache|...``.
+
+Start-up is part of the interface: ``zoo --version``, ``zoo --help``, ``zoo cache ...`` and
+``zoo download`` of converted weights must not import torch (a 2-5 s cost). So a command's
+module is imported only when that command runs (or prints its own ``--help``):
+
+* :data:`COMMANDS` maps each command name to its module under ``zoo.cli`` and its one-line help
+  (what ``zoo --help`` shows without importing anything).
+* The module defines ``add_<name>_arguments(parser)`` and ``run_<name>(args) -> exit code``
+  (``<name>`` with ``-`` written ``_``). It may import torch at module level if the command
+  always needs it (``list``, ``predict``); a command that can answer without torch keeps its
+  heavy imports inside the functions that need them (``download``: converting only).
+
+Adding a command is one line in :data:`COMMANDS` plus its module. A command with sub-commands
+(``zoo cache ls|rm``) adds its own sub-parsers in ``add_<name>_arguments``.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +22,69 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
 
 import zoo
 
-COMMANDS = ("models", "weights", "inference", "convert", "cache")  # modules under zoo/cli/
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # under zoo.cli; imported only when the command is chosen
+    help: str  # for `zoo --help`
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS: dict[str, Command] = {
+    "list": Command("models", "list architectures (fnmatch patterns, e.g. 'resnet50_*')"),
+    "info": Command("models", "an architecture's config, parameter count and weights"),
+    "download": Command("weights", "fetch, verify and convert weights into the cache"),
+    "env": Command("weights", "versions, cache, mirror/offline settings, CPU features"),
+    "predict": Command("inference", "classify images with pretrained weights"),
+    "eval": Command("inference", "top-1/top-5 on an ImageFolder tree"),
+    "convert": Command(
+        "convert", "convert GluonCV/timm/torchvision/TFLite weights into a zoo safetensors file"
+    ),
+    "cache": Command("cache", "list, remove or verify cached downloads"),
+}
+
+
+def _function_stem(command: str) -> str:
+    return command.replace("-", "_")
+
+
+def _load(command: str) -> ModuleType:
+    return importlib.import_module(f"zoo.cli.{COMMANDS[command].module}")
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The command word: top-level options (--help, --version) take no values, so it is the
+    first argument that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full parser for the command named in ``argv``; every other command is listed with its
+    help only, so that nothing but the chosen command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="zoo", description="Bag-of-Tricks model zoo: models, weights, conversion."
     )
     parser.add_argument("--version", action="version", version=f"zoo {zoo.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"zoo.cli.{name}").add_parser(sub)
+    chosen = _chosen(argv)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        if name == chosen:
+            stem = _function_stem(name)
+            module = _load(name)
+            getattr(module, f"add_{stem}_arguments")(p)
+            p.set_defaults(func=getattr(module, f"run_{stem}"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except BrokenPipeError:  # `zoo list | head`: the reader left, nothing to report

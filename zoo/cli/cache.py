@@ -14,18 +14,16 @@ from zoo.hub import (
     remove_cached,
     verify_cache,
 )
+from zoo.weights import verify_checkpoints
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register ``cache`` and its sub-commands on the main CLI's sub-parsers."""
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``ls``, ``rm`` and ``verify`` sub-commands."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
-    parser = subparsers.add_parser(
-        "cache",
-        help="list, remove or verify cached downloads",
-        description=f"Manage downloaded files (cache directory: $ZOO_HOME/files, now "
-        f"{cache_dir()}).",
+    parser.description = (
+        f"Manage downloaded files (cache directory: $ZOO_HOME/files, now {cache_dir()})."
     )
     sub = parser.add_subparsers(dest="cache_command", metavar="{ls,rm,verify}")
     sub.required = True
@@ -40,7 +38,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         help="also forget hashes recorded on first use (accept changed upstream)",
     )
     sub.add_parser("verify", parents=[common], help="re-hash cached files")
-    parser.set_defaults(func=run)
 
 
 def _entry_json(entry: CacheEntry) -> dict[str, object]:
@@ -100,8 +97,6 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from zoo.weights import verify_checkpoints  # imports torch: only for this subcommand
-
     results = verify_cache()
     checkpoints = verify_checkpoints()
     if args.json:
@@ -128,6 +123,6 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def run(args: argparse.Namespace) -> int:
+def run_cache(args: argparse.Namespace) -> int:
     handlers = {"ls": _ls, "rm": _rm, "verify": _verify}
     return handlers[args.cache_command](args)

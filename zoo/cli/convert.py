@@ -8,12 +8,10 @@ from zoo.cli.output import print_json
 from zoo.convert import FORMATS, convert_file
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert",
-        help="convert GluonCV/timm/torchvision/TFLite weights into a zoo safetensors file",
-        description="Every source tensor must be used exactly once and every model tensor "
-        "filled; otherwise the conversion fails and names the keys.",
+def add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Every source tensor must be used exactly once and every model tensor filled; "
+        "otherwise the conversion fails and names the keys."
     )
     p.add_argument(
         "src",
@@ -35,10 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="destination .safetensors")
     p.add_argument("--json", action="store_true", help="print the conversion report as JSON")
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_convert(args: argparse.Namespace) -> int:
     report = convert_file(
         args.src[0] if len(args.src) == 1 else args.src, args.output, model=args.model,
         format=args.format, num_classes=args.num_classes, labels=args.labels,

@@ -20,26 +20,23 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify images with pretrained weights")
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=5)
     _model_args(p)
-    p.set_defaults(func=run_predict)
 
-    p = sub.add_parser(
-        "eval",
-        help="top-1/top-5 on an ImageFolder tree",
-        description="Class folders named by WordNet id (n01440764, ...) map onto ImageNet "
-        "classes, so ImageNet subsets such as Imagenette are scored 1000-way and restricted "
-        "to the classes present.",
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Class folders named by WordNet id (n01440764, ...) map onto ImageNet classes, so "
+        "ImageNet subsets such as Imagenette are scored 1000-way and restricted to the classes "
+        "present."
     )
     p.add_argument("data_dir", metavar="DATA_DIR")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--workers", type=int, help="data-loading processes (default: up to 4)")
     p.add_argument("--limit-per-class", type=int, help="only the first N files of each class")
     _model_args(p)
-    p.set_defaults(func=run_eval)
 
 
 def run_predict(args: argparse.Namespace) -> int:

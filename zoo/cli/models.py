@@ -11,17 +11,15 @@ from zoo.registry import get_spec
 from zoo.weights import checkpoint_path
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list architectures (fnmatch patterns, e.g. 'resnet50_*')")
+def add_list_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("patterns", nargs="*", default=["*"], metavar="PATTERN")
     p.add_argument("--pretrained", action="store_true", help="only architectures with weights")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run_list)
 
-    p = sub.add_parser("info", help="an architecture's config, parameter count and weights")
+
+def add_info_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="model name or alias, e.g. resnet50_v1d or mobilenet1.0")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run_info)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``zoo download`` and ``zoo env``."""
+"""``zoo download`` and ``zoo env``.
+
+``zoo download`` stays torch-free unless something has to be converted: finding the entry,
+planning (``--dry-run``) and recognising an already converted checkpoint need no torch.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +14,59 @@ import zoo
 from zoo.cli.output import human_size, print_json
 from zoo.hub import is_offline, zoo_home
 from zoo.hub.config import mirrors
-from zoo.weights import ensure_checkpoint, find_entry
+from zoo.weights import (
+    ArtifactFile,
+    ArtifactPlan,
+    WeightsEntry,
+    checkpoint_path,
+    converted_checkpoint,
+    ensure_checkpoint,
+    find_entry,
+    list_weights,
+    plan_artifacts,
+)
 from zoo.weights.manifest import manifest_files
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="fetch, verify and convert weights into the cache")
+def add_download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", metavar="NAME", help="architecture, or arch.tag")
     p.add_argument("--tag", help="weights tag for every NAME (default: each arch's default)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be fetched and from where; fetch and convert nothing",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run_download)
 
-    p = sub.add_parser("env", help="versions, cache, mirror/offline settings, CPU features")
+
+def add_env_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=run_env)
 
 
-def _split(name: str, tag: str | None) -> tuple[str, str | None]:
-    if "." in name and tag is None:
+def _entry_for(name: str, tag: str | None) -> WeightsEntry:
+    """NAME is an architecture (or alias) or ``arch.tag``; ``mobilenet1.0`` is an alias."""
+    if tag is None:
+        exact = [e for e in list_weights(name) if e.name == name]  # arch.tag, no registry
+        if exact:
+            return exact[0]
         arch, _, maybe_tag = name.rpartition(".")
-        if maybe_tag.isidentifier():  # "mobilenet1.0" is an alias, not arch.tag
+        if arch and maybe_tag.isidentifier():  # an alias's dot is followed by digits
+            from zoo.registry import canonical_name  # imports the model families
+
             try:
-                zoo.registry.canonical_name(name)
+                canonical_name(name)
             except KeyError:
-                return arch, maybe_tag
-    return name, tag
+                return find_entry(arch, maybe_tag)
+    return find_entry(name, tag)
 
 
 def run_download(args: argparse.Namespace) -> int:
+    entries = [_entry_for(name, args.tag) for name in args.names]  # every name checked first
+    if args.dry_run:
+        return _dry_run(entries, args.json)
     done = []
-    for name in args.names:
-        arch, tag = _split(name, args.tag)
-        entry = find_entry(arch, tag)
+    for entry in entries:
         path = ensure_checkpoint(entry, quiet=True if args.quiet else None)
         done.append({"weights": entry.name, "path": str(path), "size": path.stat().st_size})
         if not args.json:
@@ -50,6 +74,68 @@ def run_download(args: argparse.Namespace) -> int:
     if args.json:
         print_json(done)
     return 0
+
+
+def _dry_run(entries: list[WeightsEntry], as_json: bool) -> int:
+    plans = []
+    for entry in entries:
+        converted = converted_checkpoint(entry)
+        artifacts = [] if converted else plan_artifacts(entry)
+        plans.append(
+            {
+                "weights": entry.name,
+                "checkpoint": str(checkpoint_path(entry)),
+                "converted": converted is not None,
+                "artifacts": [_artifact_json(a) for a in artifacts],
+            }
+        )
+        if not as_json:
+            _print_plan(entry, converted is not None, artifacts)
+    if as_json:
+        print_json(plans)
+    return 0
+
+
+def _artifact_json(plan: ArtifactPlan) -> dict[str, object]:
+    return {
+        "index": plan.index,
+        "format": plan.artifact.format,
+        "files": [
+            {
+                "name": f.file.name,
+                "member": f.file.member,
+                "origin": f.origin,
+                "locations": list(f.locations),
+                "note": f.note,
+                "verified_by": _hash_text(f.file),
+            }
+            for f in plan.files
+        ],
+    }
+
+
+def _hash_text(file: ArtifactFile) -> str:
+    if file.sha256:
+        return f"sha256 {file.sha256}"
+    if file.sha1:
+        return f"sha1 {file.sha1}"
+    return "trust on first use"
+
+
+def _print_plan(entry: WeightsEntry, converted: bool, artifacts: list[ArtifactPlan]) -> None:
+    out = checkpoint_path(entry)
+    if converted:
+        print(f"{entry.name}: already converted at {out}; nothing to fetch")
+        return
+    print(f"{entry.name}: would fetch, verify and convert into {out}")
+    for plan in artifacts:
+        fallback = "" if plan.index == 1 else ", only if the ones before fail"
+        print(f"  artifact {plan.index} ({plan.artifact.format}{fallback}):")
+        for f in plan.files:
+            name = f"{f.file.name}:{f.file.member}" if f.file.member else f.file.name
+            note = f" ({f.note})" if f.note else ""
+            print(f"    {name}  [{_hash_text(f.file)}]")
+            print(f"      {f.origin}: {' | '.join(f.locations)}{note}")
 
 
 def environment() -> dict[str, object]:
