@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import gluon_fixture, randomize
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.file_download import repo_folder_name
+from safetensors.torch import save_file
 
+import zoo
 from zoo.hub import FetchError, OfflineError, recorded_hash
 from zoo.hub.local_caches import (
     GLUONCV,
@@ -30,7 +34,8 @@ from zoo.hub.local_caches import (
     mxnet_models,
     torch_hub_checkpoints,
 )
-from zoo.weights.artifacts import DOWNLOAD, ZOO_CACHE, fetch_file, plan_file
+from zoo.weights import find_entry
+from zoo.weights.artifacts import DOWNLOAD, ZOO_CACHE, fetch_file, plan_artifacts, plan_file
 from zoo.weights.manifest import ArtifactFile
 
 PAYLOAD = bytes(range(256)) * 64
@@ -281,3 +286,91 @@ def test_unverifiable_copies_are_not_used(caches, hf_server, monkeypatch):
     assert plan_file(_hf_file(hf_server, sha256=PAYLOAD_SHA256)).origin == HUGGING_FACE
     monkeypatch.setenv("ZOO_LOCAL_CACHES", "0")
     assert plan_file(_hf_file(hf_server, sha256=PAYLOAD_SHA256)).origin == DOWNLOAD
+
+
+# ----------------------------------------- end to end: users of timm, torchvision, GluonCV
+
+
+@pytest.fixture(scope="module")
+def resnet18(tmp_path_factory) -> tuple[torch.nn.Module, bytes, bytes]:
+    """A random torchvision ResNet-18 and its weights as timm (safetensors) and torchvision
+    (torch.save) publish them."""
+    import torchvision
+
+    model = randomize(torchvision.models.resnet18(weights=None)).eval()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    folder = tmp_path_factory.mktemp("resnet18")
+    save_file(state, str(folder / "model.safetensors"))
+    torch.save(state, folder / "model.pth")
+    return model, (folder / "model.safetensors").read_bytes(), (folder / "model.pth").read_bytes()
+
+
+def _use_manifest(tmp_path: Path, monkeypatch, arch: str, tag: str, artifacts: list) -> None:
+    entry = {
+        "arch": arch, "tag": tag, "num_classes": 1000, "labels": "imagenet-1k",
+        "license": "apache-2.0", "provenance": "test", "artifacts": artifacts,
+        "preprocess": {"crop": 224, "resize": 256, "interpolation": "bilinear"},
+    }  # fmt: skip
+    path = tmp_path / f"{tag}.json"
+    path.write_text(json.dumps({"format_version": 1, "weights": [entry]}))
+    monkeypatch.setenv("ZOO_MANIFESTS", str(path))
+
+
+def _same_outputs(model: torch.nn.Module, reference: torch.nn.Module, size: int = 64) -> None:
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), reference(x), atol=1e-5, rtol=1e-5)
+
+
+def test_timm_user_downloads_nothing(caches, hf_server, tmp_path, monkeypatch, resnet18):
+    reference, safetensors_bytes, _ = resnet18
+    blob = put_hf(caches.hf, "timm/resnet18.x_in1k", "model.safetensors", safetensors_bytes)
+    gluon = {"name": "r18-00000000.zip", "sources": [hf_server.url("/r18.zip")],
+             "sha1": "0" * 40, "member": "r18-00000000.params"}  # fmt: skip
+    timm = {"name": "r18.x_in1k.safetensors", "unverified": "test",
+            "sources": ["hf://timm/resnet18.x_in1k@main/model.safetensors"]}  # fmt: skip
+    artifacts = [{"format": "gluoncv", "files": [gluon]}, {"format": "timm", "files": [timm]}]
+    _use_manifest(tmp_path, monkeypatch, "resnet18_v1b", "x_in1k", artifacts)
+
+    # Listed second in the manifest, but local: tried first.
+    plans = plan_artifacts(find_entry("resnet18_v1b", "x_in1k"))
+    assert [(p.index, p.files[0].origin) for p in plans] == [(2, HUGGING_FACE), (1, DOWNLOAD)]
+    model = zoo.get_model("resnet18_v1b", pretrained="x_in1k")
+    _same_outputs(model, reference)
+    assert hf_server.log == []
+    assert blob.read_bytes() == safetensors_bytes
+
+
+def test_torchvision_user_downloads_nothing_even_offline(
+    caches, http_server, tmp_path, monkeypatch, resnet18
+):
+    reference, _, pth_bytes = resnet18
+    sha = hashlib.sha256(pth_bytes).hexdigest()
+    name = f"resnet18-{sha[:8]}.pth"  # torchvision's naming: the sha256 prefix
+    put_torch_hub(caches.torch_home, name, pth_bytes)
+    file = {"name": name, "sources": [http_server.url(f"/models/{name}")], "sha256": sha[:8]}
+    _use_manifest(tmp_path, monkeypatch, "resnet18_v1b", "y_in1k", [
+        {"format": "torchvision", "files": [file]}
+    ])  # fmt: skip
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    _same_outputs(zoo.get_model("resnet18_v1b", pretrained="y_in1k"), reference)
+    assert http_server.log == []
+
+
+def test_gluoncv_user_downloads_nothing(caches, http_server, tmp_path, monkeypatch):
+    params, ref = gluon_fixture("mobilenet0.25")
+    sha1 = hashlib.sha1(params.read_bytes()).hexdigest()
+    member = f"mobilenet0.25-{sha1[:8]}.params"  # GluonCV's model_store naming
+    (caches.mxnet_home / "models").mkdir(parents=True)
+    (caches.mxnet_home / "models" / member).write_bytes(params.read_bytes())
+    url = http_server.url(f"/gluon/models/mobilenet0.25-{sha1[:8]}.zip")
+    file = {"name": f"mobilenet0.25-{sha1[:8]}.zip", "sha1": sha1, "member": member,
+            "sources": [url]}  # fmt: skip
+    _use_manifest(tmp_path, monkeypatch, "mobilenet0_25", "z_in1k", [
+        {"format": "gluoncv", "files": [file]}
+    ])  # fmt: skip
+    model = zoo.get_model("mobilenet0_25", pretrained="z_in1k").eval()
+    with torch.no_grad():
+        y = model(torch.from_numpy(ref["x"]))
+    torch.testing.assert_close(y, torch.from_numpy(ref["y"]), atol=1e-4, rtol=0)
+    assert http_server.log == []
