@@ -77,7 +77,7 @@ def test_pretrained_path_roundtrip_and_metadata(tmp_path):
         torch.testing.assert_close(model(x), reference(x))
     cfg = model.pretrained_cfg
     assert cfg.arch == "resnet18_v1b" and cfg.weights == str(path)
-    assert cfg.labels == ("cat", "dog", "fish") and cfg.num_classes == 3
+    assert cfg.labels == ("cat", "dog", "fish") and model.config.num_classes == 3
     assert cfg.preprocess.crop == 160
     assert all(not t.is_meta for t in model.state_dict().values())
     assert read_meta(path).config == {"num_classes": 3}

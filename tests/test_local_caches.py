@@ -23,6 +23,7 @@ from huggingface_hub.file_download import repo_folder_name
 from safetensors.torch import save_file
 
 import zoo
+from zoo.cli import main as cli
 from zoo.hub import FetchError, OfflineError, recorded_hash
 from zoo.hub.local_caches import (
     GLUONCV,
@@ -272,6 +273,20 @@ def test_gluoncv_member_is_matched_by_name_and_sha1(caches, http_server, monkeyp
     assert len(http_server.requests(method="GET")) == 1
 
 
+def test_env_names_the_caches_searched(caches, monkeypatch, capsys):
+    caches.hf.mkdir(parents=True)
+    assert cli(["env", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)["local_caches"]
+    assert found == {
+        HUGGING_FACE: str(caches.hf),
+        TORCH_HUB: f"{caches.torch_home / 'hub' / 'checkpoints'} (absent)",
+        GLUONCV: f"{caches.mxnet_home / 'models'} (absent)",
+    }
+    monkeypatch.setenv("ZOO_LOCAL_CACHES", "0")
+    assert cli(["env", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["local_caches"].startswith("off")
+
+
 def test_unverifiable_copies_are_not_used(caches, hf_server, monkeypatch):
     plain = put_torch_hub(caches.torch_home, "plain.pth", PAYLOAD)  # no hash in its name
     file = ArtifactFile(plain.name, (hf_server.add("/plain.pth", PAYLOAD),), unverified="t")
@@ -322,7 +337,7 @@ def _same_outputs(model: torch.nn.Module, reference: torch.nn.Module, size: int 
         torch.testing.assert_close(model.eval()(x), reference(x), atol=1e-5, rtol=1e-5)
 
 
-def test_timm_user_downloads_nothing(caches, hf_server, tmp_path, monkeypatch, resnet18):
+def test_timm_user_downloads_nothing(caches, hf_server, tmp_path, monkeypatch, resnet18, capsys):
     reference, safetensors_bytes, _ = resnet18
     blob = put_hf(caches.hf, "timm/resnet18.x_in1k", "model.safetensors", safetensors_bytes)
     gluon = {"name": "r18-00000000.zip", "sources": [hf_server.url("/r18.zip")],
@@ -332,9 +347,14 @@ def test_timm_user_downloads_nothing(caches, hf_server, tmp_path, monkeypatch, r
     artifacts = [{"format": "gluoncv", "files": [gluon]}, {"format": "timm", "files": [timm]}]
     _use_manifest(tmp_path, monkeypatch, "resnet18_v1b", "x_in1k", artifacts)
 
-    # Listed second in the manifest, but local: tried first.
+    # Listed second in the manifest, but local: tried first, and the dry run says so.
     plans = plan_artifacts(find_entry("resnet18_v1b", "x_in1k"))
     assert [(p.index, p.files[0].origin) for p in plans] == [(2, HUGGING_FACE), (1, DOWNLOAD)]
+    assert cli(["download", "--dry-run", "resnet18_v1b.x_in1k"]) == 0
+    out = capsys.readouterr().out
+    assert f"Hugging Face cache: {blob} (copied once verified)" in out
+    assert f"sha256 {blob.name}, as named in the Hugging Face cache" in out
+    assert out.index("artifact 2 (timm)") < out.index("artifact 1 (gluoncv, only if")
     model = zoo.get_model("resnet18_v1b", pretrained="x_in1k")
     _same_outputs(model, reference)
     assert hf_server.log == []

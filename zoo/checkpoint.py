@@ -2,17 +2,18 @@
 
 Metadata (safetensors stores str -> str):
 ``zoo_format`` (version), ``arch`` (canonical name), ``config`` (JSON of the config values that
-differ from the arch's defaults), and where known ``labels`` (JSON list, or a label-set name such
-as ``imagenet-1k``), ``label_offset`` (rows before class 0, e.g. TensorFlow's background row),
-``preprocess`` (JSON of :class:`zoo.preprocess.Preprocess`) and ``source`` (provenance text).
+differ from the arch's defaults), and where known ``labels`` (a label-set name such as
+``imagenet-1k``, or a JSON list of class ids: what ``evaluate`` matches data folders to, e.g.
+WordNet ids), ``label_names`` (JSON list of display names, when they differ from the ids; files
+without it show the ids), ``label_offset`` (rows before class 0, e.g. TensorFlow's background
+row), ``preprocess`` (JSON of :class:`zoo.preprocess.Preprocess`) and ``source`` (provenance).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from zoo.hub.atomic import atomic_path
 from zoo.preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -38,6 +40,13 @@ class CheckpointMeta:
     label_offset: int = 0
     preprocess: Preprocess | None = None
     source: str = ""
+    label_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_names is not None and (
+            isinstance(self.labels, str) or len(self.label_names) != len(self.labels or ())
+        ):
+            raise ValueError("label_names need a list of class ids of the same length")
 
     def to_strings(self) -> dict[str, str]:
         meta = {
@@ -50,6 +59,8 @@ class CheckpointMeta:
             meta["labels"] = json.dumps(
                 self.labels if isinstance(self.labels, str) else list(self.labels)
             )
+        if self.label_names is not None:
+            meta["label_names"] = json.dumps(list(self.label_names))
         if self.preprocess is not None:
             meta["preprocess"] = self.preprocess.to_json()
         if self.source:
@@ -70,6 +81,7 @@ class CheckpointMeta:
             )
         try:
             labels = json.loads(meta["labels"]) if "labels" in meta else None
+            names = json.loads(meta["label_names"]) if "label_names" in meta else None
             return cls(
                 arch=meta["arch"],
                 config=json.loads(meta.get("config", "{}")),
@@ -81,20 +93,28 @@ class CheckpointMeta:
                     else None
                 ),
                 source=meta.get("source", ""),
+                label_names=tuple(names) if names is not None else None,
             )
         except (KeyError, ValueError, TypeError) as err:
             raise CheckpointError(f"{path}: corrupt zoo metadata ({err})") from err
 
 
 def config_diff(config: Any, default: Any) -> dict[str, Any]:
-    """JSON-able config values that differ from the arch's defaults."""
+    """JSON-able config values that differ from the arch's defaults.
+
+    A callable option (a custom ``norm_layer``) cannot be written down: the file would rebuild a
+    different network, so it is refused rather than dropped.
+    """
     diff = {}
     for field in dataclasses.fields(config):
         value, base = getattr(config, field.name), getattr(default, field.name)
         if value == base:
             continue
-        if callable(value):  # a custom norm layer: not a fact about the weights' tensors
-            continue
+        if callable(value):
+            raise ValueError(
+                f"cannot save {field.name}={value!r}: a callable has no file form; build the "
+                "model with a named one (e.g. norm_layer='frozen_batchnorm') to save it"
+            )
         diff[field.name] = list(value) if isinstance(value, tuple) else value
     return diff
 
@@ -106,17 +126,29 @@ def save_checkpoint(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: zoo checkpoints end in .safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=meta.to_strings())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether the file starts as safetensors does: a little-endian u64 header size, then '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
+def convert_hint(path: Path, arch: str) -> str:
+    """The command that turns another library's checkpoint into a zoo file next to it."""
+    out = path.with_name(path.stem + (".zoo" if path.suffix == ".safetensors" else ""))
+    out = out.with_name(out.name + ".safetensors")
+    return (
+        f"`zoo convert {shlex.quote(str(path))} --model {arch} -o {shlex.quote(str(out))}`, "
+        f"then pretrained={str(out)!r}"
+    )
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:

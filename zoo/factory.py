@@ -13,24 +13,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.checkpoint import CheckpointMeta, load_checkpoint, read_meta
-from zoo.models.layers import ClassifierModel, FeatureInfo
+from zoo.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    convert_hint,
+    is_safetensors,
+    load_checkpoint,
+    read_meta,
+)
+from zoo.models.layers import (
+    ClassifierModel,
+    FeatureInfo,
+    PretrainedCfg,
+    preprocess_for_channels,
+)
 from zoo.preprocess import Preprocess
 from zoo.registry import ModelSpec, get_spec
 
 log = logging.getLogger("zoo")
 
 
-@dataclass(frozen=True)
-class PretrainedCfg:
-    """What a model was built from; transforms, predict and eval read it."""
-
-    arch: str
-    weights: str | None  # weights tag, path of a local file, or None for random init
-    preprocess: Preprocess
-    labels: str | tuple[str, ...] | None = None
-    label_offset: int = 0
-    num_classes: int = 1000
+class PretrainedNotFoundError(FileNotFoundError, LookupError):
+    """``pretrained`` named neither an existing file nor a weights tag; the message says both."""
 
 
 @dataclass(frozen=True)
@@ -45,17 +49,6 @@ class ModelInfo:
     preprocess: Preprocess
     feature_info: tuple[FeatureInfo, ...]
     weights: tuple[Any, ...]  # manifest records of the arch's weights
-
-
-def is_path(pretrained: str | os.PathLike) -> bool:
-    """A path has a separator or ends in .safetensors; anything else is a weights tag."""
-    text = os.fspath(pretrained)
-    return (
-        isinstance(pretrained, os.PathLike)
-        or os.sep in text
-        or "/" in text
-        or (text.endswith(".safetensors"))
-    )
 
 
 def build_config(spec: ModelSpec, overrides: dict[str, Any]) -> Any:
@@ -107,8 +100,10 @@ def get_model(
     """Build a registered architecture, optionally with weights.
 
     ``pretrained``: False (random init), True (the arch's default weights), a weights tag, or the
-    path of a zoo-layout ``.safetensors`` file. ``num_classes`` different from the weights' keeps
-    everything but the classifier; ``in_chans`` != 3 adapts the first conv.
+    path of a zoo-layout ``.safetensors`` file (an existing file is a path whatever its name).
+    ``num_classes`` different from the weights' keeps everything but the classifier;
+    ``in_chans`` different from the weights' adapts the first conv. ``model.config`` and
+    ``model.pretrained_cfg`` describe the result.
     """
     spec = get_spec(name)
     if num_classes is not None:
@@ -116,15 +111,59 @@ def get_model(
     if pretrained is False or pretrained is None:
         config = build_config(spec, overrides)
         model = spec.build(config)
-        return _attach(
-            model, PretrainedCfg(spec.name, None, spec.preprocess, num_classes=config.num_classes)
+        model.pretrained_cfg = PretrainedCfg(
+            spec.name, None, preprocess_for_channels(spec.preprocess, config.in_chans)
         )
-    if pretrained is True or not is_path(pretrained):
-        from zoo.weights import resolve_weights
+        return model
+    path, weights_name = _locate(spec, pretrained)
+    return _load(spec, path, overrides, weights_name)
 
-        path, tag_info = resolve_weights(spec, None if pretrained is True else str(pretrained))
-        return _load(spec, path, overrides, weights_name=tag_info)
-    return _load(spec, Path(pretrained).expanduser(), overrides, weights_name=os.fspath(pretrained))
+
+def _locate(spec: ModelSpec, pretrained: bool | str | os.PathLike) -> tuple[Path, str]:
+    """(zoo-layout file, what pretrained_cfg.weights records) for True, a tag or a path."""
+    from zoo.weights import WeightsNotFoundError, resolve_weights
+
+    if pretrained is True:
+        return resolve_weights(spec, None)
+    if not isinstance(pretrained, str | os.PathLike):
+        raise TypeError(
+            f"pretrained must be True/False, a weights tag or a path, not {pretrained!r}"
+        )
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        _check_zoo_file(spec, path)
+        return path, os.fspath(pretrained)
+    if isinstance(pretrained, os.PathLike):
+        raise PretrainedNotFoundError(f"weights file not found: {path}")
+    try:
+        return resolve_weights(spec, pretrained)
+    except WeightsNotFoundError as err:
+        message = (
+            f"{pretrained!r} is neither an existing file (weights file not found: "
+            f"{path.absolute()}) nor a weights tag: {err}"
+        )
+        if path.suffix.lower() in _convertible_suffixes():
+            message += f"; a {path.suffix} checkpoint must be converted first: " + convert_hint(
+                path, spec.name
+            )
+        raise PretrainedNotFoundError(message) from None
+
+
+def _convertible_suffixes() -> set[str]:
+    from zoo.convert import FORMATS  # the converters own their formats' file extensions
+
+    return {ext for fmt in FORMATS.values() for ext in fmt.extensions} - {".safetensors"}
+
+
+def _check_zoo_file(spec: ModelSpec, path: Path) -> None:
+    """Refuse another library's checkpoint with the command that converts it."""
+    if not is_safetensors(path):
+        raise CheckpointError(
+            f"{path} is not a safetensors file"
+            + (f" (a {path.suffix} checkpoint)" if path.suffix else "")
+            + "; convert it first: "
+            + convert_hint(path, spec.name)
+        )
 
 
 def _load(spec: ModelSpec, path: Path, overrides: dict[str, Any], weights_name: str) -> nn.Module:
@@ -148,28 +187,27 @@ def _load(spec: ModelSpec, path: Path, overrides: dict[str, Any], weights_name: 
         model = spec.build(shape_config)
     state, _ = load_checkpoint(path)
     _load_state(model, state, path)
-    labels, label_offset = meta.labels, offset
+    model.pretrained_cfg = PretrainedCfg(
+        arch=spec.name,
+        weights=weights_name,
+        preprocess=meta.preprocess
+        or preprocess_for_channels(spec.preprocess, weights_config.in_chans),
+        labels=meta.labels,
+        label_offset=offset,
+        label_names=meta.label_names,
+    )
+    # The model's own methods make the changes, so its config and pretrained_cfg follow.
     if offset and wanted.num_classes == weights_config.num_classes - offset:
-        drop_leading_classes(model, offset)
-        label_offset = 0
+        model.drop_leading_classes(offset)
     elif wanted.num_classes != weights_config.num_classes:
         log.warning(
             "%s: classifier re-initialised for %d classes (weights have %d)",
             spec.name, wanted.num_classes, weights_config.num_classes,
         )  # fmt: skip
         model.reset_classifier(wanted.num_classes)
-        labels, label_offset = None, 0
     if wanted.in_chans != weights_config.in_chans:
-        adapt_input_conv(model, wanted.in_chans)
-    cfg = PretrainedCfg(
-        arch=spec.name,
-        weights=weights_name,
-        preprocess=meta.preprocess or spec.preprocess,
-        labels=labels,
-        label_offset=label_offset,
-        num_classes=wanted.num_classes,
-    )
-    return _attach(model, cfg)
+        model.adapt_input_conv(wanted.in_chans)
+    return model
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -197,37 +235,6 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:  # a tensor outside the state dict would otherwise stay uninitialised
         raise RuntimeError(f"{path}: tensors not initialised by the file: {still_meta[:6]}")
-
-
-def drop_leading_classes(model: nn.Module, count: int) -> None:
-    """Remove the first ``count`` outputs of the classifier (Linear or 1x1 conv)."""
-    classifier = model.get_classifier()
-    classifier.weight = nn.Parameter(classifier.weight.detach()[count:])
-    if classifier.bias is not None:
-        classifier.bias = nn.Parameter(classifier.bias.detach()[count:])
-    if isinstance(classifier, nn.Linear):
-        classifier.out_features -= count
-    else:
-        classifier.out_channels -= count
-    model.num_classes -= count
-
-
-def adapt_input_conv(model: nn.Module, in_chans: int) -> None:
-    """Fit pretrained RGB filters to ``in_chans``: sum for 1 channel, repeat and rescale above."""
-    conv = model.get_submodule(model.first_conv)
-    weight = conv.weight.detach()
-    if in_chans == 1:
-        new = weight.sum(dim=1, keepdim=True)
-    else:
-        repeats = -(-in_chans // weight.shape[1])
-        new = weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans)
-    conv.weight = nn.Parameter(new)
-    conv.in_channels = in_chans
-
-
-def _attach(model: nn.Module, cfg: PretrainedCfg) -> nn.Module:
-    model.pretrained_cfg = cfg
-    return model
 
 
 def count_parameters(spec: ModelSpec) -> tuple[int, int]:
@@ -268,4 +275,11 @@ def model_info(name: str) -> ModelInfo:
     )
 
 
-__all__ = ["CheckpointMeta", "ModelInfo", "PretrainedCfg", "get_model", "model_info"]
+__all__ = [
+    "CheckpointMeta",
+    "ModelInfo",
+    "PretrainedCfg",
+    "PretrainedNotFoundError",
+    "get_model",
+    "model_info",
+]

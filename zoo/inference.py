@@ -56,7 +56,7 @@ def predict(
     if topk < 1:
         raise ValueError("topk must be >= 1")
     transform = get_transforms(model)
-    labels = resolve_labels(model.pretrained_cfg.labels)
+    labels = resolve_labels(model.pretrained_cfg.labels, model.pretrained_cfg.label_names)
     opened = [_open(image) for image in images]
     batch = torch.stack([transform(img) for _, img in opened])
     probs = _class_logits(model, model.eval()(batch)).softmax(dim=1)
@@ -133,8 +133,9 @@ def evaluate(
     dataset = ImageFolder(str(root), transform=get_transforms(model))
     if limit_per_class is not None:
         dataset.samples = _first_per_class(dataset.samples, limit_per_class)
+    cfg = model.pretrained_cfg
     mapping = torch.tensor(
-        class_mapping(dataset.classes, resolve_labels(model.pretrained_cfg.labels))
+        class_mapping(dataset.classes, resolve_labels(cfg.labels, cfg.label_names))
     )
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)

@@ -10,7 +10,8 @@ from importlib import resources
 @dataclass(frozen=True)
 class LabelSet:
     names: tuple[str, ...]
-    wnids: tuple[str, ...] | None = None  # WordNet ids, where the classes are ImageNet synsets
+    # Class ids that data folders are named by: WordNet ids for ImageNet synsets.
+    wnids: tuple[str, ...] | None = None
 
     def index_of_wnid(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.wnids or ())}
@@ -27,12 +28,18 @@ def imagenet1k() -> LabelSet:
 NAMED_SETS = {"imagenet-1k": imagenet1k}
 
 
-def resolve_labels(labels: str | tuple[str, ...] | None) -> LabelSet | None:
-    """A label-set name ("imagenet-1k") or an explicit tuple of names -> LabelSet."""
+def resolve_labels(
+    labels: str | tuple[str, ...] | None, names: tuple[str, ...] | None = None
+) -> LabelSet | None:
+    """A label-set name ("imagenet-1k"), or class ids with optional display ``names``.
+
+    Without ``names`` the ids are shown (files written before names were stored separately
+    keep their names in ``labels``).
+    """
     if labels is None:
         return None
     if isinstance(labels, str):
         if labels not in NAMED_SETS:
             raise ValueError(f"unknown label set {labels!r}; known: {sorted(NAMED_SETS)}")
         return NAMED_SETS[labels]()
-    return LabelSet(names=tuple(labels))
+    return LabelSet(names=tuple(names or labels), wnids=tuple(labels))

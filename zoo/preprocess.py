@@ -19,8 +19,9 @@ class Preprocess:
     crop: int = 224
     resize: int = 256
     interpolation: str = "bilinear"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    # One value per input channel (a 1-channel model's weights carry one of each).
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -29,8 +30,8 @@ class Preprocess:
             )
         if not 0 < self.crop <= self.resize:
             raise ValueError(f"need 0 < crop <= resize, got crop={self.crop} resize={self.resize}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need three values each, std positive")
+        if not len(self.mean) == len(self.std) >= 1 or min(self.std) <= 0:
+            raise ValueError("mean and std need one value per channel each, std positive")
 
     @classmethod
     def from_crop_pct(cls, crop: int, crop_pct: float = 0.875, **kw: Any) -> Preprocess:
@@ -39,7 +40,7 @@ class Preprocess:
 
     @property
     def input_size(self) -> tuple[int, int, int]:
-        return (3, self.crop, self.crop)
+        return (len(self.mean), self.crop, self.crop)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

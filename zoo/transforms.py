@@ -16,10 +16,15 @@ _MODES = {
 
 
 def build_transforms(pre: Preprocess) -> v2.Compose:
-    """PIL image or uint8 CHW tensor -> normalised float32 CHW tensor."""
+    """PIL image or uint8 CHW tensor -> normalised float32 CHW tensor.
+
+    A one-channel preprocessing (a model adapted to ``in_chans=1``) converts to grayscale first.
+    """
+    gray = [v2.Grayscale(num_output_channels=1)] if len(pre.mean) == 1 else []
     return v2.Compose(
         [
             v2.ToImage(),
+            *gray,
             v2.Resize(pre.resize, interpolation=_MODES[pre.interpolation], antialias=True),
             v2.CenterCrop(pre.crop),
             v2.ToDtype(torch.float32, scale=True),

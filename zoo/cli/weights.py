@@ -12,11 +12,11 @@ import platform
 
 import zoo
 from zoo.cli.output import human_size, print_json
-from zoo.hub import is_offline, zoo_home
+from zoo.hub import is_offline, local_caches, zoo_home
 from zoo.hub.config import mirrors
 from zoo.weights import (
-    ArtifactFile,
     ArtifactPlan,
+    FilePlan,
     WeightsEntry,
     checkpoint_path,
     converted_checkpoint,
@@ -107,18 +107,22 @@ def _artifact_json(plan: ArtifactPlan) -> dict[str, object]:
                 "origin": f.origin,
                 "locations": list(f.locations),
                 "note": f.note,
-                "verified_by": _hash_text(f.file),
+                "verified_by": _hash_text(f),
             }
             for f in plan.files
         ],
     }
 
 
-def _hash_text(file: ArtifactFile) -> str:
+def _hash_text(plan: FilePlan) -> str:
+    file = plan.file
     if file.sha256:
         return f"sha256 {file.sha256}"
     if file.sha1:
         return f"sha1 {file.sha1}"
+    vouched = next((c.sha256 for c in plan.local if c.sha256), None)
+    if vouched:  # e.g. the Hugging Face cache names each blob by its sha256
+        return f"sha256 {vouched}, as named in the {plan.origin}"
     return "trust on first use"
 
 
@@ -128,13 +132,13 @@ def _print_plan(entry: WeightsEntry, converted: bool, artifacts: list[ArtifactPl
         print(f"{entry.name}: already converted at {out}; nothing to fetch")
         return
     print(f"{entry.name}: would fetch, verify and convert into {out}")
-    for plan in artifacts:
-        fallback = "" if plan.index == 1 else ", only if the ones before fail"
+    for position, plan in enumerate(artifacts):  # local ones first: not the manifest's order
+        fallback = "" if position == 0 else ", only if the ones before fail"
         print(f"  artifact {plan.index} ({plan.artifact.format}{fallback}):")
         for f in plan.files:
             name = f"{f.file.name}:{f.file.member}" if f.file.member else f.file.name
             note = f" ({f.note})" if f.note else ""
-            print(f"    {name}  [{_hash_text(f.file)}]")
+            print(f"    {name}  [{_hash_text(f)}]")
             print(f"      {f.origin}: {' | '.join(f.locations)}{note}")
 
 
@@ -159,8 +163,19 @@ def environment() -> dict[str, object]:
         "offline": is_offline(),
         "mirrors": mirrors(),
         "manifests": [str(p) for p in manifest_files()],
+        "local_caches": _local_caches(),
         "proxies": {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")},
         "ca_bundle": os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE"),
+    }
+
+
+def _local_caches() -> dict[str, str] | str:
+    """Other libraries' caches searched before any download (zoo.hub.local_caches)."""
+    if not local_caches.enabled():
+        return "off (ZOO_LOCAL_CACHES=0)"
+    return {
+        origin: f"{path}{'' if path.is_dir() else ' (absent)'}"
+        for origin, path in local_caches.cache_locations().items()
     }
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
+
+from zoo.preprocess import Preprocess
 
 NormLayer: TypeAlias = str | Callable[..., nn.Module]
 NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {
@@ -89,18 +92,39 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.fc2(self.act(self.fc1(w))))
 
 
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What a model's weights and head mean: transforms, predict, eval and save_model read it.
+
+    The model keeps it current: :meth:`ClassifierModel.reset_classifier` drops the labels,
+    :meth:`~ClassifierModel.drop_leading_classes` the offset, and
+    :meth:`~ClassifierModel.adapt_input_conv` fits ``preprocess`` to the new channel count.
+    """
+
+    arch: str
+    weights: str | None  # weights tag, path of a local file, or None for random init
+    preprocess: Preprocess
+    labels: str | tuple[str, ...] | None = None  # a label-set name, or one class id per class
+    label_offset: int = 0  # classifier rows before class 0 (TensorFlow's "background")
+    label_names: tuple[str, ...] | None = None  # display names, when they differ from the ids
+
+
 class ClassifierModel(nn.Module):
     """The model contract (timm's): forward_features, forward_head, reset_classifier.
 
-    Subclasses set ``num_features`` and build ``self.fc`` through :meth:`reset_classifier`;
-    ``forward_features`` returns the last feature map.
+    Subclasses set ``config``, ``num_features`` and ``first_conv`` and build ``self.fc`` through
+    :meth:`reset_classifier`; ``forward_features`` returns the last feature map. The methods that
+    change the network (:meth:`reset_classifier`, :meth:`drop_leading_classes`,
+    :meth:`adapt_input_conv`) also update ``config`` and ``pretrained_cfg``, so both always
+    describe the model as it is (what ``zoo.save_model`` writes).
     """
 
-    num_classes: int
+    config: CommonConfig
     num_features: int
     drop_rate: float
+    first_conv: str  # dotted path of the conv that reads the input image
     feature_info: list[FeatureInfo]
-    pretrained_cfg: Any = None  # set by zoo.get_model: what the model was built from
+    pretrained_cfg: PretrainedCfg | None = None  # set by zoo.get_model
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -114,6 +138,10 @@ class ClassifierModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
     def get_classifier(self) -> nn.Module:
         return self.fc
 
@@ -122,15 +150,87 @@ class ClassifierModel(nn.Module):
         """Width of what the classifier sees (MobileNetV3 puts a head conv after pooling)."""
         return self.num_features
 
+    @property
+    def classifier_bias(self) -> bool:
+        return True
+
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier (0 removes it: the model then returns pooled features)."""
-        if num_classes < 0:
-            raise ValueError("num_classes must be >= 0")
-        self.num_classes = num_classes
-        width = self.classifier_in_features
-        self.fc = nn.Linear(width, num_classes) if num_classes else nn.Identity()
+        """Replace the classifier (0 removes it: the model then returns pooled features).
+
+        The old labels no longer name the outputs: ``pretrained_cfg`` drops them.
+        """
+        require(num_classes >= 0, "num_classes must be >= 0")
+        self.fc = nn.Identity()
         if num_classes:
+            self.fc = nn.Linear(self.classifier_in_features, num_classes, self.classifier_bias)
             init_linear(self.fc)
+        self.config = dataclasses.replace(self.config, num_classes=num_classes)
+        if self.pretrained_cfg is not None:
+            self.pretrained_cfg = dataclasses.replace(
+                self.pretrained_cfg, labels=None, label_names=None, label_offset=0
+            )
+
+    def drop_leading_classes(self, count: int) -> None:
+        """Remove the classifier's first ``count`` outputs (e.g. TensorFlow's background row).
+
+        Labels stay while ``count`` is within ``label_offset`` (the rows before class 0);
+        beyond it they no longer line up and are dropped.
+        """
+        require(0 <= count < self.num_classes, f"can drop 0 to {self.num_classes - 1} classes")
+        fc = self.fc
+        fc.weight = nn.Parameter(fc.weight.detach()[count:])
+        if fc.bias is not None:
+            fc.bias = nn.Parameter(fc.bias.detach()[count:])
+        fc.out_features -= count
+        self.config = dataclasses.replace(self.config, num_classes=self.num_classes - count)
+        cfg = self.pretrained_cfg
+        if cfg is None:
+            return
+        if count <= cfg.label_offset:
+            self.pretrained_cfg = dataclasses.replace(cfg, label_offset=cfg.label_offset - count)
+        else:
+            self.pretrained_cfg = dataclasses.replace(
+                cfg, labels=None, label_names=None, label_offset=0
+            )
+
+    def adapt_input_conv(self, in_chans: int) -> None:
+        """Fit the first conv's filters to ``in_chans`` input channels.
+
+        One channel: the filters summed over the old channels. More: the old filters repeated
+        cyclically and rescaled by ``old / in_chans``, so a constant image gives the same
+        response. ``pretrained_cfg.preprocess`` follows (:func:`preprocess_for_channels`).
+        """
+        require(in_chans >= 1, "in_chans must be >= 1")
+        conv = self.get_submodule(self.first_conv)
+        weight = conv.weight.detach()
+        old = weight.shape[1]
+        if in_chans == 1:
+            new = weight.sum(dim=1, keepdim=True)
+        else:
+            repeats = -(-in_chans // old)
+            new = weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (old / in_chans)
+        conv.weight = nn.Parameter(new)
+        conv.in_channels = in_chans
+        self.config = dataclasses.replace(self.config, in_chans=in_chans)
+        if self.pretrained_cfg is not None:
+            pre = preprocess_for_channels(self.pretrained_cfg.preprocess, in_chans)
+            self.pretrained_cfg = dataclasses.replace(self.pretrained_cfg, preprocess=pre)
+
+
+def preprocess_for_channels(pre: Preprocess, in_chans: int) -> Preprocess:
+    """``pre`` with one mean/std value per input channel, mirroring :meth:`adapt_input_conv`.
+
+    One channel gets the average (its filter is the sum of the old ones); channel ``i`` of more
+    gets old channel ``i % old``'s values (its filter is that channel's, repeated).
+    """
+    if len(pre.mean) == in_chans:
+        return pre
+    if in_chans == 1:
+        mean, std = (sum(pre.mean) / len(pre.mean),), (sum(pre.std) / len(pre.std),)
+    else:
+        mean = tuple(pre.mean[i % len(pre.mean)] for i in range(in_chans))
+        std = tuple(pre.std[i % len(pre.std)] for i in range(in_chans))
+    return dataclasses.replace(pre, mean=mean, std=std)
 
 
 def init_linear(layer: nn.Linear | nn.Conv2d) -> None:
@@ -159,8 +259,10 @@ __all__ = [
     "CommonConfig",
     "FeatureInfo",
     "NormLayer",
+    "PretrainedCfg",
     "SqueezeExcite",
     "init_linear",
     "init_weights",
     "make_norm",
+    "preprocess_for_channels",
 ]

@@ -42,7 +42,6 @@ from zoo.models.layers import (
     CommonConfig,
     FeatureInfo,
     SqueezeExcite,
-    init_linear,
     init_weights,
     make_norm,
     require,
@@ -261,14 +260,9 @@ class _MobileNetBase(ClassifierModel):
         )
         self.first_conv = "stem.conv"
 
-    def reset_classifier(self, num_classes: int) -> None:
-        if num_classes < 0:
-            raise ValueError("num_classes must be >= 0")
-        self.num_classes = num_classes
-        bias = self.config.classifier_bias
-        self.fc = nn.Linear(self.num_features, num_classes, bias) if num_classes else nn.Identity()
-        if num_classes:
-            init_linear(self.fc)
+    @property
+    def classifier_bias(self) -> bool:
+        return self.config.classifier_bias
 
 
 class MobileNetV1(_MobileNetBase):
