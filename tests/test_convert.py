@@ -141,3 +141,14 @@ def test_convert_file_writes_atomically_and_loads(tmp_path):
     assert model.pretrained_cfg.labels == "imagenet-1k"
     with pytest.raises(ValueError, match="end in .safetensors"):
         convert_file(params, tmp_path / "r18.pt", model="resnet18_v1b")
+
+
+def test_format_names_are_defined_once():
+    """The manifest accepts exactly the converters zoo.convert registers, plus zoo's own."""
+    from zoo.convert import FORMATS
+    from zoo.formats import CONVERTER_FORMATS, SOURCE_FORMATS, ZOO
+    from zoo.weights import manifest
+
+    assert tuple(FORMATS) == CONVERTER_FORMATS
+    assert all(FORMATS[name].name == name for name in FORMATS)
+    assert manifest.SOURCE_FORMATS is SOURCE_FORMATS and set(SOURCE_FORMATS) - set(FORMATS) == {ZOO}

@@ -680,3 +680,24 @@ def test_cache_ls_rm_verify(
     assert cache_entries() == [] and list(cache_dir().iterdir()) == []
     assert run_cli("cache", "rm", "nothing*") == 1
     assert "nothing matches" in capsys.readouterr().out
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    """The one atomic-write helper: the final name holds the old bytes or the new, never part."""
+    from zoo.hub.atomic import atomic_path, atomic_write
+
+    final = tmp_path / "new folder" / "record.json"
+    with atomic_write(final, "w") as f:
+        f.write("old")
+    assert final.read_text() == "old"
+    for interrupt in (OSError("disk full"), KeyboardInterrupt()):
+        with pytest.raises(type(interrupt)), atomic_write(final) as f:
+            f.write(b"half of the new")
+            raise interrupt
+        assert final.read_text() == "old"
+    with atomic_path(final) as tmp:  # for writers that take a path (safetensors)
+        assert tmp.parent == final.parent and tmp.name.startswith(".record.json.")
+        tmp.write_text("new")
+        assert final.read_text() == "old"  # not replaced before the block ends
+    assert final.read_text() == "new"
+    assert [p.name for p in final.parent.iterdir()] == ["record.json"]  # no temp file left

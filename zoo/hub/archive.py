@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from .atomic import atomic_write
 from .errors import ArchiveError, UnsafeArchiveError
 
 DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: larger than any checkpoint this zoo ships
@@ -122,19 +123,8 @@ def _copy_limited(reader: IO[bytes], writer: IO[bytes], limit: int, name: str) -
 
 def _write_atomic(member: _Member, dest: Path, limit: int) -> int:
     """Stream ``member`` into ``dest`` via a temporary file in the same directory."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, member.open() as reader:
-            written = _copy_limited(reader, out, limit, member.name)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-        return written
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(dest) as out, member.open() as reader:
+        return _copy_limited(reader, out, limit, member.name)
 
 
 def _reraise_io(exc: Exception, archive: str | os.PathLike[str]) -> ArchiveError:

@@ -29,13 +29,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import filelock
 
+from .atomic import atomic_write
 from .config import cache_dir, zoo_home
 from .errors import FetchError, HashMismatchError
 from .integrity import hash_file
@@ -137,18 +137,8 @@ def _read_tofu() -> dict[str, dict[str, object]]:
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
 
 
 def _tofu_lock() -> filelock.FileLock:

@@ -14,6 +14,7 @@ from pathlib import Path
 import filelock
 
 from zoo.hub import FetchError, hash_file, zoo_home
+from zoo.hub.atomic import atomic_write
 from zoo.weights.artifacts import fetch_file, plan_artifacts
 from zoo.weights.manifest import WeightsEntry
 
@@ -70,7 +71,8 @@ def _record_path(out: Path) -> Path:
 def _write_record(out: Path, artifact_format: str) -> None:
     digest = hash_file(out)
     record = {"sha256": digest.sha256, "size": digest.size, "artifact": artifact_format}
-    _record_path(out).write_text(json.dumps(record, indent=1))
+    with atomic_write(_record_path(out), "w") as f:
+        json.dump(record, f, indent=1)
 
 
 def _is_recorded(out: Path) -> bool:

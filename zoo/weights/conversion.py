@@ -5,12 +5,12 @@ Imported by :func:`zoo.weights.ensure_checkpoint` only when a checkpoint has to 
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from zoo.checkpoint import CheckpointMeta, config_diff, read_meta, save_checkpoint
+from zoo.formats import ZOO
+from zoo.hub.atomic import atomic_path
 from zoo.registry import canonical_name, get_spec
 from zoo.weights.manifest import Artifact, ManifestError, WeightsEntry
 
@@ -31,11 +31,12 @@ def require_registered(entry: WeightsEntry) -> None:
 
 def build_checkpoint(entry: WeightsEntry, artifact: Artifact, paths: list[Path], out: Path) -> None:
     """Write ``out`` from the artifact's fetched files (converted unless already zoo-layout)."""
-    if artifact.format == "zoo":
+    if artifact.format == ZOO:
         meta = read_meta(paths[0])
         if meta.arch != entry.arch:
             raise ValueError(f"{paths[0]} holds {meta.arch}, the manifest says {entry.arch}")
-        os.replace(_copy_to_temp(paths[0], out), out)
+        with atomic_path(out) as tmp:
+            shutil.copyfile(paths[0], tmp)
         return
     from zoo.convert import convert
 
@@ -51,10 +52,3 @@ def build_checkpoint(entry: WeightsEntry, artifact: Artifact, paths: list[Path],
         source=f"{entry.name}: {artifact.format} {', '.join(f.name for f in artifact.files)}",
     )
     save_checkpoint(out, converted.state_dict, meta)
-
-
-def _copy_to_temp(src: Path, out: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".incomplete", dir=out.parent)
-    os.close(fd)
-    shutil.copyfile(src, tmp)
-    return Path(tmp)

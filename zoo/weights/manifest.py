@@ -18,11 +18,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from zoo.formats import SOURCE_FORMATS
 from zoo.hub import validate_filename, zoo_home
 from zoo.preprocess import Preprocess
 
 FORMAT_VERSION = 1
-SOURCE_FORMATS = ("zoo", "gluoncv", "timm", "torchvision", "tflite")
 LABEL_SETS = ("imagenet-1k",)
 _ARCH = re.compile(r"^[a-z][a-z0-9_]*$")  # the registry's canonical-name form
 _TAG = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
