@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,28 +194,27 @@ def is_verifiable(candidate: LocalFile, sha256: str | None, sha1: str | None) ->
 
 def copy_verified(
     candidate: LocalFile,
-    dest: Path,
+    part: Path,
     *,
     sha256: str | None,
     sha1: str | None,
     size: int | None,
 ) -> FileDigest:
-    """Copy ``candidate`` to ``dest`` (atomically), checked against the given hashes and what
-    its cache vouches for; on a mismatch nothing is left at ``dest`` and
-    :class:`HashMismatchError` names the candidate."""
+    """Copy ``candidate`` to the scratch file ``part``, then check the copy (what we hash is
+    exactly what we keep) against the given hashes and what its cache vouches for. On a
+    mismatch ``part`` is removed and :class:`HashMismatchError` names the candidate; renaming
+    ``part`` to its final name is the caller's job."""
     if not is_verifiable(candidate, sha256, sha1):
         raise ValueError(f"{candidate.label}: no hash to verify it against")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".incomplete", dir=dest.parent)
-    os.close(fd)
+    part.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # Copy first, then verify the copy: what we hash is exactly what we keep.
-        shutil.copyfile(candidate.path, tmp)
-        digest = verify_file(tmp, sha256, sha1, size, source=candidate.label)
+        shutil.copyfile(candidate.path, part)
+        with open(part, "rb+") as f:
+            os.fsync(f.fileno())  # durable before the caller's rename
+        digest = verify_file(part, sha256, sha1, size, source=candidate.label)
         candidate.check(digest)
-        os.replace(tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         raise
     return digest
 

@@ -14,6 +14,7 @@ the ones that need a download, whatever their order in the manifest.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,8 +150,10 @@ def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
 def _copy_member(candidate: LocalFile, file: ArtifactFile, member: Path) -> str | None:
     """Copy a member from another library's cache to ``member`` once verified (None), else
     say why it was refused."""
+    part = member.with_name(f".{member.name}.{os.getpid()}.incomplete")
     try:
-        copy_verified(candidate, member, sha256=file.sha256, sha1=file.sha1, size=file.size)
+        copy_verified(candidate, part, sha256=file.sha256, sha1=file.sha1, size=file.size)
+        os.replace(part, member)
     except HashMismatchError as err:
         log.warning("refusing %s: %s", candidate.path, err)
         return str(err)
