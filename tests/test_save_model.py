@@ -204,6 +204,14 @@ def test_bad_labels_and_preprocess_are_refused(tmp_path):
     assert not out.exists()
 
 
+def test_a_head_replaced_by_hand_is_refused(tmp_path):
+    model = zoo.get_model("resnet18_v1b")
+    model.fc = nn.Linear(512, 7)  # bypasses reset_classifier: model.config still says 1000
+    with pytest.raises(ValueError, match=r"no longer matches model.config \(wrong shape: fc.bias"):
+        zoo.save_model(model, tmp_path / "x.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_wrapped_models_are_unwrapped(tmp_path):
     model = zoo.get_model("mobilenet0_25", num_classes=3)
     path = zoo.save_model(nn.DataParallel(model), tmp_path / "dp.safetensors")

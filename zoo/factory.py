@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,24 +218,25 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
         del state[key]
     for key in [k for k in expected if k.endswith("num_batches_tracked") and k not in state]:
         state[key] = torch.zeros((), dtype=torch.long)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        parts = [
-            f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-            for what, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("wrong shape", wrong),
-            )
-            if keys
-        ]
-        raise ValueError(f"{path} does not fit the model: " + "; ".join(parts))
+    mismatch = state_mismatch(expected, state)
+    if mismatch:
+        raise ValueError(f"{path} does not fit the model: {mismatch}")
     model.load_state_dict(state, strict=True, assign=True)
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if still_meta:  # a tensor outside the state dict would otherwise stay uninitialised
         raise RuntimeError(f"{path}: tensors not initialised by the file: {still_meta[:6]}")
+
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """What differs in keys and shapes ("missing: ...; wrong shape: ..."), or "" if nothing."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    return "; ".join(
+        f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        if keys
+    )
 
 
 def count_parameters(spec: ModelSpec) -> tuple[int, int]:

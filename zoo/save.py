@@ -13,13 +13,15 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from zoo.checkpoint import CheckpointMeta, config_diff, save_checkpoint
+from zoo.factory import state_mismatch
 from zoo.labels import resolve_labels
 from zoo.models.layers import ClassifierModel
 from zoo.preprocess import Preprocess
-from zoo.registry import get_spec
+from zoo.registry import ModelSpec, get_spec
 
 
 class _Default(enum.Enum):
@@ -65,6 +67,7 @@ def save_model(
             f"preprocess has {len(pre.mean)} mean/std values, the model reads "
             f"{model.config.in_chans} channels: give one per channel"
         )
+    _check_fits(model, spec)
     meta = CheckpointMeta(
         arch=spec.name,
         config=config_diff(model.config, spec.config),
@@ -75,6 +78,20 @@ def save_model(
         label_names=names,
     )
     return save_checkpoint(Path(path).expanduser(), model.state_dict(), meta)
+
+
+def _check_fits(model: ClassifierModel, spec: ModelSpec) -> None:
+    """Refuse a network its config no longer builds (e.g. ``model.fc`` replaced by hand)."""
+    with torch.device("meta"):
+        expected = spec.build(model.config).state_dict()
+    actual = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
+    mismatch = state_mismatch(expected, actual)
+    if mismatch:
+        raise ValueError(
+            f"the model no longer matches model.config ({mismatch}); change it through "
+            "model.reset_classifier(n) or model.adapt_input_conv(c), which keep the config current"
+        )
 
 
 def _unwrap(model: nn.Module) -> ClassifierModel:
