@@ -310,7 +310,7 @@ def _from_local_cache(
             candidate, part, sha256=expected.sha256, sha1=expected.sha1, size=expected.size
         )
     except HashMismatchError as exc:
-        log.warning("refusing %s: %s", candidate.path, exc)
+        log.warning("%s", candidate.refusal(exc))
         attempts.append((candidate.label, f"refused: {exc.algorithm} mismatch (got {exc.actual})"))
     except OSError as exc:
         attempts.append((candidate.label, f"not used: cannot copy ({exc.strerror or exc})"))

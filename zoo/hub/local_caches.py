@@ -75,13 +75,14 @@ class LocalFile:
         """Raise :class:`HashMismatchError` naming this file if ``digest`` (of its copy) is not
         what its cache vouches for."""
         if self.sha256 is not None and not digest.sha256.startswith(self.sha256):
-            raise HashMismatchError(
-                self.label,
-                "sha256",
-                self.sha256,
-                digest.sha256,
-                note="tampered or corrupt; refused",
-            )
+            raise HashMismatchError(self.label, "sha256", self.sha256, digest.sha256)
+
+    def refusal(self, err: HashMismatchError) -> str:
+        """What to tell the user when its copy failed verification."""
+        return (
+            f"refused {self.label}: {err.algorithm} {err.actual}, expected {err.expected} "
+            "(tampered or corrupt; left as it is, not used)"
+        )
 
 
 def enabled() -> bool:

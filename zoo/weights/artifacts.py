@@ -136,7 +136,7 @@ def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
         except FetchError as err:
             if not refused:
                 raise
-            raise FetchError(f"{err}; refused: {'; '.join(refused)}", err.attempts) from err
+            raise FetchError(f"{err}; {'; '.join(refused)}", err.attempts) from err
         extract_member(archive, file.member, member)
     try:
         verify_file(member, sha256=file.sha256, sha1=file.sha1, size=file.size,
@@ -155,10 +155,10 @@ def _copy_member(candidate: LocalFile, file: ArtifactFile, member: Path) -> str 
         copy_verified(candidate, part, sha256=file.sha256, sha1=file.sha1, size=file.size)
         os.replace(part, member)
     except HashMismatchError as err:
-        log.warning("refusing %s: %s", candidate.path, err)
-        return str(err)
+        log.warning("%s", candidate.refusal(err))
+        return candidate.refusal(err)
     except OSError as err:
-        return f"{candidate.label}: cannot copy ({err})"
+        return f"could not copy {candidate.label} ({err})"
     return None
 
 
