@@ -22,8 +22,9 @@ import torch
 
 from zoo.checkpoint import CheckpointMeta, config_diff, save_checkpoint
 from zoo.convert import gluoncv, tflite
-from zoo.convert.core import ConversionError, ConversionReport, map_state_dict
+from zoo.convert.core import ConversionError, ConversionReport, Plan, map_state_dict
 from zoo.convert.mxnet_params import read_params
+from zoo.formats import GLUONCV, TFLITE, TIMM, TORCHVISION
 from zoo.registry import ModelSpec, get_spec
 
 __all__ = ["FORMATS", "ConversionError", "ConversionReport", "convert", "convert_file"]
@@ -39,8 +40,8 @@ class SourceFormat:
     renamers: dict[str, Callable[[str], str | None]]
     ignore: tuple[str, ...] = ()  # fnmatch patterns of source keys the format may drop
     multi_file: bool = False  # one model may come split over several files
-    # graph-driven formats: family -> planner(paths, spec, num_classes) -> tflite.Plan
-    planners: dict[str, Callable[..., tflite.Plan]] = field(default_factory=dict)
+    # graph-driven formats: family -> planner(paths, spec, num_classes) -> Plan
+    planners: dict[str, Callable[..., Plan]] = field(default_factory=dict)
 
     def supports(self, family: str) -> bool:
         return family in self.renamers or family in self.planners
@@ -74,26 +75,28 @@ def _identity(key: str) -> str:
     return key
 
 
-FORMATS: dict[str, SourceFormat] = {
-    "gluoncv": SourceFormat("gluoncv", (".params",), read_params, gluoncv.STRUCTURAL_RENAMERS),
+_CONVERTERS = (
+    SourceFormat(GLUONCV, (".params",), read_params, gluoncv.STRUCTURAL_RENAMERS),
     # timm's and torchvision's ResNets and Inception v3 already use zoo's module names; their
     # Inception's auxiliary head (AuxLogits, a training-only loss branch) is dropped on purpose.
-    "timm": SourceFormat(
-        "timm", (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
+    SourceFormat(
+        TIMM, (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
         {"resnet": _identity, "inception": _identity},
         ignore=("*num_batches_tracked", "AuxLogits.*"),
     ),
-    "torchvision": SourceFormat(
-        "torchvision", (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
+    SourceFormat(
+        TORCHVISION, (".safetensors", ".pth", ".pt", ".bin"), read_torch_state_dict,
         {"resnet": _identity, "inception": _identity},
         ignore=("*num_batches_tracked", "AuxLogits.*"),
     ),
-    # TensorFlow Lite MobileNets onto the *_tf twins, mapped by walking the graph (see tflite.py).
-    "tflite": SourceFormat(
-        "tflite", (".tflite",), tflite.read_constants, {}, multi_file=True,
+    # TensorFlow Lite MobileNets onto the *_tf twins, mapped by walking the graph (see tflite/).
+    SourceFormat(
+        TFLITE, (".tflite",), tflite.read_constants, {}, multi_file=True,
         planners={"mobilenet": tflite.plan_mobilenet, "mobilenetv2": tflite.plan_mobilenet},
     ),
-}  # fmt: skip
+)  # fmt: skip
+# by name, in zoo.formats.CONVERTER_FORMATS order (the names the manifest accepts)
+FORMATS: dict[str, SourceFormat] = {f.name: f for f in _CONVERTERS}
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def _convert_as(
     src = paths[0]
     source = fmt.read(src)
     rename = fmt.renamers[spec.family]
-    if fmt.name == "gluoncv" and gluoncv.is_legacy(list(source)):
+    if fmt.name == GLUONCV and gluoncv.is_legacy(list(source)):
         config = _config_for(spec, source, rename=None, num_classes=num_classes)
         shapes = _target_shapes(spec, config)
         rename = gluoncv.legacy_renamer(list(source), shapes, spec.family, str(src))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -39,6 +40,18 @@ class ConversionReport:
             lines.append("  defaulted: " + _abbreviate(self.defaulted))
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a graph-driven format (TFLite) hands to the exact-once mapping."""
+
+    config: Any  # the arch config the state dict fits
+    source: dict[str, torch.Tensor]  # source key -> tensor in zoo layout
+    targets: dict[str, str]  # source key -> zoo key
+    defaults: dict[str, torch.Tensor]  # zoo keys the format fills (folded BN's identity stats)
+    ignored: tuple[str, ...] = ()  # source keys dropped on purpose (structural constants)
+    notes: tuple[str, ...] = ()
 
 
 class ConversionError(ValueError):
