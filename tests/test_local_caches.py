@@ -82,6 +82,11 @@ def put_torch_hub(torch_home: Path, filename: str, data: bytes) -> Path:
     return path
 
 
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``folder`` with its size and mtime: to show nothing was written."""
+    return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
+
+
 def tamper(path: Path) -> None:
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # same size: only a hash notices
@@ -348,6 +353,7 @@ def test_timm_user_downloads_nothing(caches, hf_server, tmp_path, monkeypatch, r
             "sources": ["hf://timm/resnet18.x_in1k@main/model.safetensors"]}  # fmt: skip
     artifacts = [{"format": "gluoncv", "files": [gluon]}, {"format": "timm", "files": [timm]}]
     _use_manifest(tmp_path, monkeypatch, "resnet18_v1b", "x_in1k", artifacts)
+    before = tree(caches.hf)
 
     # Listed second in the manifest, but local: tried first, and the dry run says so.
     plans = plan_artifacts(find_entry("resnet18_v1b", "x_in1k"))
@@ -360,7 +366,7 @@ def test_timm_user_downloads_nothing(caches, hf_server, tmp_path, monkeypatch, r
     model = zoo.get_model("resnet18_v1b", pretrained="x_in1k")
     _same_outputs(model, reference)
     assert hf_server.log == []
-    assert blob.read_bytes() == safetensors_bytes
+    assert tree(caches.hf) == before  # read-only: no lock, no link, no touched file
 
 
 def test_torchvision_user_downloads_nothing_even_offline(

@@ -142,7 +142,8 @@ def find_local(sources: Sequence[str], *, member: str | None = None) -> list[Loc
         elif source.lower().startswith(("http://", "https://")):
             name = os.path.basename(urlsplit(source).path)  # what torch.hub names it
             match = _TORCH_HASH.search(name)
-            found = _in_folder(torch_hub_checkpoints(), name, TORCH_HUB, match and match[1])
+            vouched = match[1] if match else None
+            found = _in_folder(torch_hub_checkpoints(), name, TORCH_HUB, vouched)
         else:
             found = None
         if found is not None and found not in candidates:
