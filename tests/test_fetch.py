@@ -700,4 +700,8 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
         tmp.write_text("new")
         assert final.read_text() == "old"  # not replaced before the block ends
     assert final.read_text() == "new"
+    with atomic_path(final, suffix=".tmp.pt2") as tmp:  # for loaders that go by the extension
+        assert tmp.name.endswith(".tmp.pt2")
+        tmp.write_text("newer")
+    assert final.read_text() == "newer"
     assert [p.name for p in final.parent.iterdir()] == ["record.json"]  # no temp file left

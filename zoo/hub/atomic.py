@@ -24,16 +24,19 @@ TEMP_SUFFIX = ".tmp"
 
 
 @contextmanager
-def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike[str], *, suffix: str = TEMP_SUFFIX) -> Iterator[Path]:
     """Yield an empty temporary path beside ``final`` for any writer that takes a path; when the
     block ends without an error it replaces ``final``, otherwise it is removed.
+
+    ``suffix`` ends the temporary name, for writers or checkers that go by the extension
+    (``torch.export.load`` wants ``.pt2``).
 
     >>> with atomic_path(out) as tmp:  # doctest: +SKIP
     ...     safetensors.torch.save_file(tensors, tmp)
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=TEMP_SUFFIX)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:
