@@ -14,7 +14,6 @@ the ones that need a download, whatever their order in the manifest.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from zoo.hub import (
     verify_file,
     zoo_home,
 )
+from zoo.hub.atomic import atomic_path
 from zoo.hub.errors import FetchError, HashMismatchError
 from zoo.hub.local_caches import LocalFile, copy_verified, find_local, is_verifiable
 from zoo.hub.sources import mirror_sources
@@ -150,10 +150,9 @@ def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
 def _copy_member(candidate: LocalFile, file: ArtifactFile, member: Path) -> str | None:
     """Copy a member from another library's cache to ``member`` once verified (None), else
     say why it was refused."""
-    part = member.with_name(f".{member.name}.{os.getpid()}.incomplete")
     try:
-        copy_verified(candidate, part, sha256=file.sha256, sha1=file.sha1, size=file.size)
-        os.replace(part, member)
+        with atomic_path(member) as part:
+            copy_verified(candidate, part, sha256=file.sha256, sha1=file.sha1, size=file.size)
     except HashMismatchError as err:
         log.warning("%s", candidate.refusal(err))
         return candidate.refusal(err)
