@@ -34,9 +34,25 @@ class Preprocess:
             raise ValueError("mean and std need one value per channel each, std positive")
 
     @classmethod
-    def from_crop_pct(cls, crop: int, crop_pct: float = 0.875, **kw: Any) -> Preprocess:
-        """timm-style: the resize is crop / crop_pct, rounded down as timm and GluonCV do."""
-        return cls(crop=crop, resize=math.floor(crop / crop_pct), **kw)
+    def from_crop_pct(
+        cls,
+        crop: int,
+        crop_pct: float = 0.875,
+        *,
+        round_up: bool = False,
+        interpolation: str = "bilinear",
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> Preprocess:
+        """Resize to crop / crop_pct, rounded the way the weights' publisher rounds it.
+
+        timm rounds down (``math.floor`` in ``transforms_imagenet_eval``), GluonCV's eval scripts
+        round up (``math.ceil``): 299 / 0.875 is 341 for timm and 342 for GluonCV, so pass
+        ``round_up=True`` for GluonCV's. Manifest entries store the resulting ``resize``.
+        """
+        size = crop / crop_pct
+        resize = math.ceil(size) if round_up else math.floor(size)
+        return cls(crop=crop, resize=resize, interpolation=interpolation, mean=mean, std=std)
 
     @property
     def input_size(self) -> tuple[int, int, int]:

@@ -247,6 +247,6 @@ register_family(
     "inception",
     CONFIGS,
     InceptionV3,
-    preprocess=Preprocess.from_crop_pct(299, 0.875),
+    preprocess=Preprocess.from_crop_pct(299, 0.875, round_up=True),  # GluonCV's: 342
     docs={"inceptionv3": "Inception v3 (299x299; GluonCV: no auxiliary head, BN eps 1e-3)"},
 )

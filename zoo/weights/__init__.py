@@ -108,7 +108,8 @@ def _announce_license(entry: WeightsEntry) -> None:
     if entry.license.lower() in _PERMISSIVE or entry.name in _ANNOUNCED:
         return
     _ANNOUNCED.add(entry.name)
-    log.warning("%s: weights licensed under %s", entry.name, entry.license)
+    use = " (non-commercial use only)" if entry.non_commercial else ""
+    log.warning("%s: weights licensed under %s%s", entry.name, entry.license, use)
 
 
 __all__ = [

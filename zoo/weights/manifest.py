@@ -5,6 +5,14 @@ license, provenance) and an ordered list of :class:`Artifact` alternatives, each
 :class:`ArtifactFile` with sources and the hash its publisher gives. The packaged
 ``weights_manifest.json`` is merged with every file in ``$ZOO_MANIFESTS`` (os.pathsep-separated)
 and ``$ZOO_HOME/manifest.json``; an (arch, tag) defined twice is an error naming both files.
+
+Format versions (every version stays readable):
+
+* 1: every entry states ``preprocess``; keys it leaves out take :class:`Preprocess`'s defaults.
+* 2: ``preprocess`` may be left out, and the entry then uses its arch's (one fact, one place);
+  when given it is complete, so its ``resize`` is the publisher's own number (GluonCV rounds
+  crop / crop_pct up, timm down) and never one re-derived with somebody else's rounding.
+  Metrics may say the image size, crop_pct and interpolation they were measured with.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ from typing import Any
 
 from zoo.formats import SOURCE_FORMATS
 from zoo.hub import validate_filename, zoo_home
-from zoo.preprocess import Preprocess
+from zoo.preprocess import INTERPOLATIONS, Preprocess
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what the packaged manifest is written in
+FORMAT_VERSIONS = (1, 2)  # what is read
 LABEL_SETS = ("imagenet-1k",)
 _ARCH = re.compile(r"^[a-z][a-z0-9_]*$")  # the registry's canonical-name form
 _TAG = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
@@ -40,6 +49,10 @@ class Metric:
     dataset: str  # e.g. "imagenet-1k-val"
     source: str  # who measured it: "gluoncv", "timm", "torchvision", "zoo", ...
     note: str = ""
+    # How it was measured, where the publisher says (may differ from the entry's preprocess).
+    img_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class WeightsEntry:
     num_classes: int
     label_offset: int
     labels: str
-    preprocess: Preprocess
+    own_preprocess: Preprocess | None  # None: the arch's (see `preprocess`)
     license: str
     provenance: str
     artifacts: tuple[Artifact, ...]
@@ -79,6 +92,23 @@ class WeightsEntry:
     @property
     def name(self) -> str:
         return f"{self.arch}.{self.tag}"
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The eval preprocessing of these weights: the entry's own, else its arch's.
+
+        Resolved on use, not at parse time, so that reading a manifest never imports torch.
+        """
+        if self.own_preprocess is not None:
+            return self.own_preprocess
+        from zoo.registry import get_spec
+
+        return get_spec(self.arch).preprocess
+
+    @property
+    def non_commercial(self) -> bool:
+        """Creative Commons NonCommercial licences (cc-by-nc-4.0, cc-by-nc-sa-4.0, ...)."""
+        return self.license.lower().startswith("cc-by-nc")
 
     def published_top1(self) -> float | None:
         return next((m.top1 for m in self.metrics if m.dataset == "imagenet-1k-val"), None)
@@ -138,11 +168,18 @@ def parse_manifest(path: Path) -> list[WeightsEntry]:
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path}: not valid JSON ({err})") from None
     _require(isinstance(data, dict), path, "top level must be an object")
-    _require(data.get("format_version") == FORMAT_VERSION, path, "format_version must be 1")
+    version = data.get("format_version")
+    _require(
+        version in FORMAT_VERSIONS,
+        path,
+        f"format_version {version!r} is not one this zoo reads ({FORMAT_VERSIONS}); "
+        "a newer zoo may read it",
+    )
     _require(isinstance(data.get("weights"), list), path, "'weights' must be a list")
     _require(set(data) <= {"format_version", "weights", "about"}, path, "unknown top-level keys")
     return [
-        _entry(raw, f"{path}: weights[{i}]", str(path)) for i, raw in enumerate(data["weights"])
+        _entry(raw, f"{path}: weights[{i}]", str(path), version)
+        for i, raw in enumerate(data["weights"])
     ]
 
 
@@ -161,22 +198,17 @@ def _fields(raw: Any, where: str, required: set[str], optional: set[str]) -> dic
     return raw
 
 
-def _entry(raw: Any, where: str, origin: str) -> WeightsEntry:
-    raw = _fields(
-        raw,
-        where,
-        {
-            "arch",
-            "tag",
-            "num_classes",
-            "labels",
-            "preprocess",
-            "license",
-            "provenance",
-            "artifacts",
-        },
-        {"default", "label_offset", "metrics"},
-    )
+# An entry's keys. A later schema addition goes here, with its parsing in _entry (and a
+# FORMAT_VERSIONS bump when it changes what an existing key means).
+_ENTRY_REQUIRED = {"arch", "tag", "num_classes", "labels", "license", "provenance", "artifacts"}
+_ENTRY_OPTIONAL = {"default", "label_offset", "metrics", "preprocess"}
+_PREPROCESS_KEYS = {f.name for f in dataclasses.fields(Preprocess)}
+_METRIC_REQUIRED = {"top1", "dataset", "source"}
+_METRIC_OPTIONAL = {"top5", "note", "img_size", "crop_pct", "interpolation"}
+
+
+def _entry(raw: Any, where: str, origin: str, version: int) -> WeightsEntry:
+    raw = _fields(raw, where, _ENTRY_REQUIRED, _ENTRY_OPTIONAL)
     where = f"{where} ({raw['arch']}.{raw['tag']})"
     # Parsing stays torch-free (the registry imports every model family): here only the form of
     # the name; zoo.weights checks it is a registered canonical name before it converts or lists.
@@ -190,10 +222,6 @@ def _entry(raw: Any, where: str, origin: str) -> WeightsEntry:
     offset = raw.get("label_offset", 0)
     _require(isinstance(offset, int) and 0 <= offset < raw["num_classes"], where, "label_offset")
     _require(isinstance(raw["artifacts"], list) and raw["artifacts"], where, "needs artifacts")
-    try:
-        preprocess = Preprocess.from_dict(raw["preprocess"])
-    except (TypeError, ValueError) as err:
-        raise ManifestError(f"{where}: preprocess: {err}") from None
     return WeightsEntry(
         arch=raw["arch"],
         tag=raw["tag"],
@@ -201,7 +229,7 @@ def _entry(raw: Any, where: str, origin: str) -> WeightsEntry:
         num_classes=int(raw["num_classes"]),
         label_offset=offset,
         labels=raw["labels"],
-        preprocess=preprocess,
+        own_preprocess=_preprocess(raw, where, version),
         license=str(raw["license"]),
         provenance=str(raw["provenance"]),
         artifacts=tuple(
@@ -214,12 +242,46 @@ def _entry(raw: Any, where: str, origin: str) -> WeightsEntry:
     )
 
 
+def _preprocess(raw: dict[str, Any], where: str, version: int) -> Preprocess | None:
+    if "preprocess" not in raw:
+        _require(version >= 2, where, "format_version 1 needs 'preprocess' (2 may leave it out)")
+        return None
+    if version >= 2:  # complete, so that the resize is the publisher's own (see the docstring)
+        _fields(raw["preprocess"], f"{where} preprocess", _PREPROCESS_KEYS, set())
+    try:
+        return Preprocess.from_dict(raw["preprocess"])
+    except (TypeError, ValueError) as err:
+        raise ManifestError(f"{where}: preprocess: {err}") from None
+
+
 def _metric(raw: Any, where: str) -> Metric:
-    raw = _fields(raw, where, {"top1", "dataset", "source"}, {"top5", "note"})
-    _require(0 < raw["top1"] <= 100, where, "top1 is a percentage")
-    return Metric(
-        float(raw["top1"]), raw.get("top5"), raw["dataset"], raw["source"], raw.get("note", "")
+    raw = _fields(raw, where, _METRIC_REQUIRED, _METRIC_OPTIONAL)
+    _require(_number(raw["top1"]) and 0 < raw["top1"] <= 100, where, "top1 is a percentage")
+    top5 = raw.get("top5")
+    _require(top5 is None or (_number(top5) and 0 < top5 <= 100), where, "top5 is a percentage")
+    size, crop_pct = raw.get("img_size"), raw.get("crop_pct")
+    _require(size is None or (type(size) is int and size > 0), where, "img_size: pixels")
+    _require(
+        crop_pct is None or (_number(crop_pct) and 0 < crop_pct <= 1), where, "crop_pct: (0, 1]"
     )
+    interpolation = raw.get("interpolation", "")
+    _require(
+        interpolation in ("", *INTERPOLATIONS), where, f"interpolation: one of {INTERPOLATIONS}"
+    )
+    return Metric(
+        top1=float(raw["top1"]),
+        top5=None if top5 is None else float(top5),
+        dataset=raw["dataset"],
+        source=raw["source"],
+        note=raw.get("note", ""),
+        img_size=size,
+        crop_pct=None if crop_pct is None else float(crop_pct),
+        interpolation=interpolation,
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _artifact(raw: Any, where: str) -> Artifact:
