@@ -21,21 +21,25 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "EvalResult": "zoo.inference",
     "ModelInfo": "zoo.factory",
+    "OptimizedModel": "zoo.optimization",
     "Prediction": "zoo.inference",
     "PretrainedCfg": "zoo.factory",
     "UnknownModelError": "zoo.registry",
     "evaluate": "zoo.inference",
+    "export_model": "zoo.export",
     "get_model": "zoo.factory",
     "get_transforms": "zoo.transforms",
     "list_models": "zoo.api",
     "list_weights": "zoo.weights",
     "model_info": "zoo.factory",
+    "optimize": "zoo.optimization",
     "predict": "zoo.inference",
     "save_model": "zoo.save",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; `X as X` marks a re-export
     from zoo.api import list_models as list_models
+    from zoo.export import export_model as export_model
     from zoo.factory import ModelInfo as ModelInfo
     from zoo.factory import PretrainedCfg as PretrainedCfg
     from zoo.factory import get_model as get_model
@@ -44,6 +48,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; `X as X` marks a re-export
     from zoo.inference import Prediction as Prediction
     from zoo.inference import evaluate as evaluate
     from zoo.inference import predict as predict
+    from zoo.optimization import OptimizedModel as OptimizedModel
+    from zoo.optimization import optimize as optimize
     from zoo.registry import UnknownModelError as UnknownModelError
     from zoo.save import save_model as save_model
     from zoo.transforms import get_transforms as get_transforms

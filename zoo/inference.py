@@ -46,11 +46,26 @@ def _class_logits(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     return logits[:, offset:]
 
 
+def _fast(model: nn.Module, optimize: bool) -> nn.Module:
+    """``zoo.optimize(model)`` unless asked not to (or already done): same outputs to 1e-4."""
+    from zoo.optimization import OptimizedModel
+    from zoo.optimization import optimize as optimized
+
+    return optimized(model) if optimize and not isinstance(model, OptimizedModel) else model
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: ImageLike | Sequence[ImageLike], topk: int = 5
+    model: nn.Module,
+    images: ImageLike | Sequence[ImageLike],
+    topk: int = 5,
+    *,
+    optimize: bool = True,
 ) -> list[list[Prediction]]:
-    """Top-k classes per image, with the names the weights carry."""
+    """Top-k classes per image, with the names the weights carry.
+
+    ``optimize``: run the model through ``zoo.optimize`` (BN folded, channels_last).
+    """
     if isinstance(images, str | os.PathLike | Image.Image | torch.Tensor):
         images = [images]
     if topk < 1:
@@ -59,7 +74,7 @@ def predict(
     labels = resolve_labels(model.pretrained_cfg.labels, model.pretrained_cfg.label_names)
     opened = [_open(image) for image in images]
     batch = torch.stack([transform(img) for _, img in opened])
-    probs = _class_logits(model, model.eval()(batch)).softmax(dim=1)
+    probs = _class_logits(model, _fast(model, optimize).eval()(batch)).softmax(dim=1)
     values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
     return [
         [
@@ -122,8 +137,12 @@ def evaluate(
     workers: int | None = None,
     limit_per_class: int | None = None,
     progress: bool = True,
+    optimize: bool = True,
 ) -> EvalResult:
-    """Top-1/top-5 on an ImageFolder tree, both over all classes and restricted to those present."""
+    """Top-1/top-5 on an ImageFolder tree, both over all classes and restricted to those present.
+
+    ``optimize``: run the model through ``zoo.optimize`` (BN folded, channels_last).
+    """
     from torchvision.datasets import ImageFolder
     from tqdm import tqdm
 
@@ -139,7 +158,7 @@ def evaluate(
     )
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-    model.eval()
+    model = _fast(model, optimize).eval()
     correct1 = correct5 = restricted = seen = 0
     start = time.perf_counter()
     for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress):

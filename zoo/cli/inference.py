@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 import zoo
 from zoo.cli.output import print_json, print_table
@@ -16,6 +17,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         default=True,
         metavar="TAG|PATH",
         help="weights tag or .safetensors path (default: the arch's default weights)",
+    )
+    p.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="run the eager model, not zoo.optimize's (BN folded, channels_last); to compare",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -41,7 +47,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     model = zoo.get_model(args.model, pretrained=args.pretrained)
-    results = predict(model, args.images, topk=args.topk)
+    start = time.perf_counter()
+    results = predict(model, args.images, topk=args.topk, optimize=not args.no_optimize)
+    elapsed = time.perf_counter() - start
     if args.json:
         print_json(results)
         return 0
@@ -52,6 +60,9 @@ def run_predict(args: argparse.Namespace) -> int:
             [(p.rank, p.index, p.label or "-", f"{p.probability:.4f}") for p in ranked],
         )
         print()
+    how = "eager" if args.no_optimize else "optimized"
+    print(f"{len(results)} image(s) in {elapsed:.2f} s with reading and preprocessing "
+          f"({len(results) / elapsed:.1f} images/s, {how})")  # fmt: skip
     return 0
 
 
@@ -60,6 +71,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate(
         model, args.data_dir, batch_size=args.batch_size, workers=args.workers,
         limit_per_class=args.limit_per_class, progress=not args.json,
+        optimize=not args.no_optimize,
     )  # fmt: skip
     if args.json:
         print_json({"model": args.model, "weights": model.pretrained_cfg.weights, **vars(result)})
@@ -68,5 +80,6 @@ def run_eval(args: argparse.Namespace) -> int:
           f"{result.images} images, {result.classes} classes")  # fmt: skip
     print(f"  top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  (all classes)")
     print(f"  top-1 {result.top1_restricted:.2f}%  (restricted to the {result.classes} classes)")
-    print(f"  {result.images_per_second:.1f} images/s")
+    how = "eager" if args.no_optimize else "optimized"
+    print(f"  {result.images_per_second:.1f} images/s ({how}, with data loading)")
     return 0
