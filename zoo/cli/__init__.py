@@ -45,6 +45,10 @@ COMMANDS: dict[str, Command] = {
         "convert", "convert GluonCV/timm/torchvision/TFLite weights into a zoo safetensors file"
     ),
     "cache": Command("cache", "list, remove or verify cached downloads"),
+    "train": Command("train", "train a model with a recipe (the paper's tricks as switches)"),
+    "recipes": Command("train", "list training recipes, or show one resolved"),
+    "benchmark": Command("benchmark", "latency, throughput and memory, side by side with timm"),
+    "export": Command("export", "export a model to ONNX, TorchScript or an ExportedProgram"),
 }
 
 

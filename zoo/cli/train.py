@@ -1,0 +1,126 @@
+"""``zoo train``, ``zoo recipes``: recipes in, run directories out.
+
+Imports stay inside the run functions: ``zoo recipes`` reads TOML only and starts without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="baseline", help="recipe name (`zoo recipes`) or .toml path")
+    p.add_argument("--model", metavar="ARCH", help="architecture, e.g. resnet18_v1d (required)")
+    p.add_argument("--data", metavar="DIR", help="folder with train/ and val/ (required)")
+    p.add_argument("--epochs", type=float, help="rescale the recipe to this many epochs")
+    p.add_argument("--img-size", type=int, help="train crop S; eval resize S/0.875, crop S")
+    p.add_argument("--batch-size", type=int, help="global batch; the LR scales linearly")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set optim.lr=0.2 (repeatable)",
+    )
+    p.add_argument("--pretrained", metavar="TAG|PATH", help="start from these weights")
+    p.add_argument("--teacher", metavar="ARCH", help="distil from this model")
+    p.add_argument(
+        "--teacher-pretrained",
+        metavar="TAG|PATH",
+        help="the teacher's weights (default: the arch's default weights)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/ARCH-RECIPE-TIME)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a stopped run exactly; other options come from the run",
+    )
+    p.add_argument(
+        "--stop-after-steps",
+        type=int,
+        metavar="N",
+        help="checkpoint and stop after N optimizer steps in total (resume later)",
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from zoo.training.loop import train
+
+    if not args.resume and not (args.model and args.data):
+        raise ValueError("--model and --data are required (or --resume RUN_DIR)")
+    result = train(
+        args.model,
+        args.data or "",
+        recipe=args.recipe,
+        overrides=args.overrides,
+        epochs=args.epochs,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        pretrained=args.pretrained,
+        teacher=args.teacher,
+        teacher_pretrained=args.teacher_pretrained,
+        out=args.out,
+        resume=args.resume,
+        stop_after_steps=args.stop_after_steps,
+        progress=not args.quiet,
+    )
+    m = result.metrics
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), **m}, indent=2))
+    elif result.finished:
+        print(
+            f"{m['model']} / {m['recipe']}: val top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  "
+            f"(best {m['best_top1']:.2f}% at epoch {m['best_epoch']}), "
+            f"{m['images_per_second']} img/s, {m['wall_seconds']:.0f} s"
+        )
+        print(f"run directory: {result.run_dir}  (final.safetensors, metrics.json, plot.png)")
+    else:
+        print(
+            f"stopped after step {m['steps']}; continue with: zoo train --resume {result.run_dir}"
+        )
+    return 0
+
+
+def add_recipes_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?", help="recipe to show (name or .toml path)")
+    p.add_argument("--epochs", type=float, help="show it rescaled to this many epochs")
+    p.add_argument("--batch-size", type=int, help="show it at this batch size (LR scaled)")
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run_recipes(args: argparse.Namespace) -> int:
+    from zoo.training.recipe import list_recipes, resolve
+
+    if args.action == "list":
+        rows = [resolve(name) for name in list_recipes()]
+        if args.json:
+            print(
+                json.dumps([{"name": r.name, "description": r.description} for r in rows], indent=2)
+            )
+        else:
+            width = max(len(r.name) for r in rows)
+            for r in rows:
+                print(f"{r.name:<{width}}  {r.description}")
+        return 0
+    if not args.name:
+        raise ValueError("zoo recipes show NAME: which recipe? (`zoo recipes` lists them)")
+    recipe = resolve(
+        args.name,
+        overrides=args.overrides,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+    )
+    print(json.dumps(recipe.to_dict(), indent=2) if args.json else recipe.to_toml(), end="")
+    return 0
