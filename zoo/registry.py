@@ -120,7 +120,8 @@ def _unknown_message(name: str) -> str:
         stem = re.split(r"[\d_.]", name.lower(), maxsplit=1)[0]
         close = [n for n in _SPECS if stem and n.startswith(stem)][:5]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return f"unknown model {name!r}.{hint} See zoo.list_models() for all {len(_SPECS)} names."
+    every = f"`zoo list` (or zoo.list_models()) shows all {len(_SPECS)} names"
+    return f"unknown model {name!r}.{hint} {every}."
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
 import zoo
+from zoo.errors import is_anticipated, user_message
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ COMMANDS: dict[str, Command] = {
     "cache": Command("cache", "list, remove or verify cached downloads"),
     "train": Command("train", "train a model with a recipe (the paper's tricks as switches)"),
     "recipes": Command("train", "list training recipes, or show one resolved"),
+    "ablate": Command("ablate", "the paper's Table-6 ladder of tricks, rung by rung, as runs"),
+    "weights": Command("train", "register a finished training run as hub weights (weights add)"),
+    "demo": Command("train", "train, register, reload and use a model on bundled digits (~1 min)"),
     "benchmark": Command("benchmark", "latency, throughput and memory, side by side with timm"),
     "export": Command("export", "export a model to ONNX, TorchScript or an ExportedProgram"),
 }
@@ -73,6 +78,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         prog="zoo", description="Bag-of-Tricks model zoo: models, weights, conversion."
     )
     parser.add_argument("--version", action="version", version=f"zoo {zoo.__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of a failure (or ZOO_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = _chosen(argv)
     for name, command in COMMANDS.items():
@@ -86,15 +94,39 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every failure ends in one message and a non-zero exit: 2 for a bad
+    input, file, server or cache (the message says what to do), 70 for a bug in zoo; with
+    ``--debug`` or ``ZOO_DEBUG=1`` the traceback is shown instead."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    chosen = _chosen(argv)
+    debug = "--debug" in (argv[: argv.index(chosen)] if chosen else argv)
+    debug = debug or os.environ.get("ZOO_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
     try:
+        args = build_parser(argv).parse_args(argv)
         return args.func(args)
     except BrokenPipeError:  # `zoo list | head`: the reader left, nothing to report
         sys.stderr.close()
         return 0
-    except (KeyError, ValueError, TypeError, LookupError, OSError) as err:
-        # Errors from the library carry actionable messages; a traceback adds nothing.
-        print(f"zoo {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug:
+            raise
+        return _report(chosen or "", err)
+
+
+def _report(command: str, err: Exception) -> int:
+    # Errors from the library carry actionable messages; a traceback adds nothing.
+    if is_anticipated(err):
+        print(f"zoo {command}: error: {user_message(err)}", file=sys.stderr)
         return 2
+    print(
+        f"zoo {command}: internal error ({type(err).__name__}: {user_message(err)}); this is a "
+        "bug in zoo: rerun with --debug for the traceback and report it",
+        file=sys.stderr,
+    )
+    return 70

@@ -24,6 +24,7 @@ from zoo.checkpoint import CheckpointMeta, config_diff, save_checkpoint
 from zoo.convert import gluoncv, tflite
 from zoo.convert.core import ConversionError, ConversionReport, Plan, map_state_dict
 from zoo.convert.mxnet_params import read_params
+from zoo.errors import strip_torch_advice
 from zoo.formats import GLUONCV, TFLITE, TIMM, TORCHVISION
 from zoo.registry import ModelSpec, get_spec
 
@@ -50,17 +51,20 @@ class SourceFormat:
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from a pickle via torch.load(weights_only=True)."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except SafetensorError as err:
+            raise ConversionError(f"{path}: not a readable safetensors file ({err})") from err
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # the unpickler refuses anything but tensors and containers
-            raise ConversionError(
-                f"{path}: refused to load (only plain tensor state dicts are accepted, "
-                f"never arbitrary pickles): {err}"
-            ) from err
+            # torch's message advises weights_only=False, i.e. running the pickle: not ours.
+            reason = strip_torch_advice(str(err))
+            raise ConversionError(f"{path}: refused to load: {reason}") from err
     for wrapper in ("state_dict", "model", "state_dict_ema"):  # training checkpoints
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -18,6 +18,7 @@ Rules, enforced before or while writing, never after:
 from __future__ import annotations
 
 import contextlib
+import lzma
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,6 +39,8 @@ DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: larger than any checkpoint this zoo ships
 DEFAULT_MAX_MEMBERS = 10_000
 _CHUNK = 1 << 20
 _DRIVE = re.compile(r"[A-Za-z]:")
+# What a corrupt member raises while it is decompressed (bz2 raises OSError).
+_CORRUPT = (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def _open_members(archive: str | os.PathLike[str]) -> Iterator[list[_Member]]:
 
                 yield [_Member(m.name, _tar_kind(m), m.size, opener(m)) for m in members]
             return
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, *_CORRUPT) as exc:
         # RuntimeError: zipfile's "encrypted, password required"
         raise ArchiveError(f"cannot read archive {path}: {exc}") from exc
     raise ArchiveError(f"{path} is neither a zip nor a tar archive")
@@ -161,7 +165,7 @@ def extract_member(
             )
         try:
             _write_atomic(chosen, dest, max_bytes)
-        except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        except _CORRUPT as exc:
             raise _reraise_io(exc, archive_path) from exc
     return dest
 
@@ -222,7 +226,7 @@ def extract_all(
                 raise UnsafeArchiveError(
                     f"archive content exceeds the limit of {max_total_bytes} bytes"
                 ) from None
-            except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+            except _CORRUPT as exc:
                 raise _reraise_io(exc, archive) from exc
         for m, rel in plan:  # all checks first: a refusal must not leave half the archive
             target = dest / rel

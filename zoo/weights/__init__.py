@@ -81,8 +81,9 @@ def find_entry(arch: str, tag: str | None) -> WeightsEntry:
         mine = [e for e in entries if e.arch == arch]
     if not mine:
         raise WeightsNotFoundError(
-            f"no pretrained weights for {arch} in the catalogue; see "
-            "zoo.list_models(pretrained=True), or pass pretrained='path/to/file.safetensors'"
+            f"no pretrained weights for {arch} in the catalogue; `zoo list --pretrained` (or "
+            "zoo.list_models(pretrained=True)) shows the architectures that have some, or pass "
+            "pretrained='path/to/file.safetensors'"
         )
     chosen = [e for e in mine if (e.default if tag is None else e.tag == tag)]
     if not chosen:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import filelock
 
-from zoo.hub import FetchError, hash_file, zoo_home
+from zoo.errors import is_anticipated, user_message
+from zoo.hub import hash_file, zoo_home
 from zoo.hub.atomic import atomic_write
 from zoo.weights.artifacts import fetch_file, plan_artifacts
 from zoo.weights.manifest import WeightsEntry
@@ -56,8 +57,12 @@ def ensure_checkpoint(entry: WeightsEntry, *, quiet: bool | None = None) -> Path
                 conversion.build_checkpoint(entry, artifact, paths, out)
                 _write_record(out, artifact.format)
                 return out
-            except (FetchError, OSError, ValueError) as err:
-                failures.append(f"  artifact {plan.index} ({artifact.format}): {err}")
+            except Exception as err:
+                # Whatever an artifact's bytes cause (hash, parse, decompression, torch,
+                # nesting) is that artifact's failure: try the next one. A bug is not.
+                if not is_anticipated(err):
+                    raise
+                failures.append(f"  artifact {plan.index} ({artifact.format}): {user_message(err)}")
                 log.info("%s: artifact %d failed, trying the next: %s", entry.name, plan.index, err)
         raise WeightsUnavailableError(
             f"could not get weights {entry.name}; every alternative failed:\n" + "\n".join(failures)
