@@ -7,7 +7,7 @@ Nothing below this package imports it.
 
 from zoo.training.recipe import Recipe, RecipeError, list_recipes, resolve
 
-__all__ = ["Recipe", "RecipeError", "list_recipes", "resolve", "train"]
+__all__ = ["Recipe", "RecipeError", "ablate", "list_recipes", "resolve", "train"]
 
 
 def __getattr__(name: str):  # the loop imports torch: only when asked for
@@ -15,4 +15,8 @@ def __getattr__(name: str):  # the loop imports torch: only when asked for
         from zoo.training.loop import train
 
         return train
+    if name == "ablate":  # the Table-6 ladder (zoo.training.ablation)
+        from zoo.training.ablation import ablate
+
+        return ablate
     raise AttributeError(name)
