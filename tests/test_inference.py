@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import SHARED
@@ -50,13 +52,45 @@ def test_predict_drops_background_rows(tmp_path):
     assert [p.label for p in ranked] == ["b", "a"]
 
 
-def test_predict_bad_input(tmp_path):
+def test_predict_skips_and_counts_bad_inputs(tmp_path):
+    """One bad file does not sink the batch: the others are ranked, each failure is named."""
     model = _three_class_model(tmp_path, labels=("cat", "dog", "fish"))
-    with pytest.raises(FileNotFoundError, match="image not found"):
-        zoo.predict(model, [tmp_path / "missing.jpg"])
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="not a readable image"):
-        zoo.predict(model, [tmp_path / "bad.jpg"])
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:60])  # a truncated PNG
+    inputs = [tmp_path / "missing.jpg", good, tmp_path / "bad.jpg", tmp_path, cut, good]
+    results = zoo.predict(model, inputs, topk=1, optimize=False)
+    alone = zoo.predict(model, [good], topk=1, optimize=False)
+    assert [r[0].image for r in results] == [str(good), str(good)]
+    assert results[0] == alone[0]  # the bad ones change nothing about the good ones
+    reasons = {f.item: f.reason for f in results.failures}
+    assert list(reasons) == [str(inputs[0]), str(inputs[2]), str(tmp_path), str(cut)]
+    assert "image not found" in reasons[str(inputs[0])]
+    assert "not a readable image" in reasons[str(inputs[2])]
+    assert "is a folder" in reasons[str(tmp_path)] and "zoo eval" in reasons[str(tmp_path)]
+    nothing = zoo.predict(model, [tmp_path / "bad.jpg"])
+    assert list(nothing) == [] and len(nothing.failures) == 1
+
+
+def test_cli_predict_reports_each_failure_and_exits_non_zero(tmp_path, capsys):
+    from zoo.cli import main as cli
+
+    _three_class_model(tmp_path, labels=("cat", "dog", "fish"))
+    weights = tmp_path / "m.safetensors"
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 40)).save(good)
+    (tmp_path / "bad.jpg").write_bytes(b"<html>")
+    argv = ["predict", str(good), str(tmp_path / "bad.jpg"), "--model", "resnet18_v1b",
+            "--no-optimize"]  # fmt: skip
+    assert cli([*argv, "--pretrained", str(weights), "--json"]) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert [r[0]["image"] for r in out["predictions"]] == [str(good)]
+    assert out["failures"][0]["item"] == str(tmp_path / "bad.jpg")
+    assert "skipped" in captured.err and "1 of 2 input(s)" in captured.err
+    assert "Traceback" not in captured.err
 
 
 def test_class_folders_map_by_wnid_or_name():
@@ -80,3 +114,22 @@ def test_evaluate_on_named_folders(tmp_path):
     assert result.top1 == 50.0 and result.top1_restricted == 50.0  # always says "fish"
     with pytest.raises(FileNotFoundError, match="data folder not found"):
         zoo.evaluate(model, tmp_path / "nope")
+    with pytest.raises(ValueError, match="limit_per_class must be >= 1"):
+        zoo.evaluate(model, tmp_path / "data", limit_per_class=0)
+
+
+def test_evaluate_skips_unreadable_files(tmp_path):
+    model = _three_class_model(tmp_path, labels=("cat", "dog", "fish"))
+    for name in ("dog", "fish"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / "data" / name / "0.png")
+    (tmp_path / "data" / "dog" / "1.jpg").write_bytes(b"<html>not found</html>")
+    result = zoo.evaluate(
+        model, tmp_path / "data", workers=0, progress=False, batch_size=2, optimize=False
+    )
+    assert result.images == 2 and result.top1 == 50.0
+    assert [f.item for f in result.failures] == [str(tmp_path / "data" / "dog" / "1.jpg")]
+    for path in (tmp_path / "data").rglob("0.png"):
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no image .* could be read \(3 skipped\)"):
+        zoo.evaluate(model, tmp_path / "data", workers=0, progress=False, optimize=False)

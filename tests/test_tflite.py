@@ -313,8 +313,8 @@ def test_refusals():
         convert(path, model="mobilenet0_25_tf", num_classes=1000)
     with pytest.raises(ConversionError, match="does not cover resnet18_v1b .*gluoncv, timm"):
         convert(path, model="resnet18_v1b", format="tflite")
-    with pytest.raises(ConversionError, match="cannot tell the format"):
-        convert(path, model="resnet18_v1b")
+    with pytest.raises(ConversionError, match="is a tflite file, but .* not cover resnet18_v1b"):
+        convert(path, model="resnet18_v1b")  # the extension says what it is (issue 10)
     with pytest.raises(ConversionError, match="the timm format reads one file, got 2"):
         convert([path, path], model="resnet18_v1b", format="timm")
     with pytest.raises(ConversionError, match="expected exactly one file whose input is an RGB"):

@@ -27,17 +27,48 @@ class Prediction:
     probability: float
 
 
-def _open(image: ImageLike) -> tuple[str, Image.Image | torch.Tensor]:
+@dataclass(frozen=True)
+class Failure:
+    """An input that was skipped, and why (the rest of the batch went on)."""
+
+    item: str
+    reason: str
+
+
+class Predictions(list[list[Prediction]]):
+    """:func:`predict`'s result: the top-k of each image that could be read, in input order,
+    and in ``failures`` the inputs skipped with their reasons."""
+
+    def __init__(self, ranked: Iterable[list[Prediction]], failures: Sequence[Failure]) -> None:
+        super().__init__(ranked)
+        self.failures: tuple[Failure, ...] = tuple(failures)
+
+
+# What PIL raises for a file that is not a (complete, sane) image: SyntaxError for broken PNG
+# chunks, DecompressionBombError for absurd dimensions.
+_UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _name(image: ImageLike) -> str:
+    return "<memory>" if isinstance(image, Image.Image | torch.Tensor) else str(image)
+
+
+def _open(image: ImageLike) -> Image.Image | torch.Tensor:
+    """The image as RGB; the error says what is wrong (the caller names the file)."""
     if isinstance(image, Image.Image | torch.Tensor):
-        return "<memory>", image
+        return image
     path = Path(image)
+    if path.is_dir():
+        raise IsADirectoryError(
+            "is a folder; predict takes image files (`zoo eval` scores a folder of class folders)"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise FileNotFoundError("image not found")
     try:
         with Image.open(path) as img:
-            return str(path), img.convert("RGB")
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable image ({err})") from None
+            return img.convert("RGB")
+    except _UNREADABLE as err:
+        raise ValueError(f"not a readable image ({err})") from None
 
 
 def _class_logits(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
@@ -61,10 +92,13 @@ def predict(
     topk: int = 5,
     *,
     optimize: bool = True,
-) -> list[list[Prediction]]:
+) -> Predictions:
     """Top-k classes per image, with the names the weights carry.
 
-    ``optimize``: run the model through ``zoo.optimize`` (BN folded, channels_last).
+    An image that cannot be read (missing, a folder, not an image, truncated) is skipped: the
+    result holds the others in input order and ``result.failures`` each skipped one with its
+    reason, so one bad file does not sink a batch. ``optimize``: run the model through
+    ``zoo.optimize`` (BN folded, channels_last).
     """
     if isinstance(images, str | os.PathLike | Image.Image | torch.Tensor):
         images = [images]
@@ -72,20 +106,29 @@ def predict(
         raise ValueError("topk must be >= 1")
     transform = get_transforms(model)
     labels = resolve_labels(model.pretrained_cfg.labels, model.pretrained_cfg.label_names)
-    opened = [_open(image) for image in images]
-    batch = torch.stack([transform(img) for _, img in opened])
-    probs = _class_logits(model, _fast(model, optimize).eval()(batch)).softmax(dim=1)
+    names, inputs, failures = [], [], []
+    for image in images:
+        try:
+            inputs.append(transform(_open(image)))
+        except _UNREADABLE as err:
+            failures.append(Failure(_name(image), str(err)))
+            continue
+        names.append(_name(image))
+    if not inputs:
+        return Predictions([], failures)
+    probs = _class_logits(model, _fast(model, optimize).eval()(torch.stack(inputs))).softmax(dim=1)
     values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
-    return [
+    ranked = [
         [
-            Prediction(name, rank + 1, int(i), _name(labels, int(i)), float(p))
+            Prediction(name, rank + 1, int(i), _label(labels, int(i)), float(p))
             for rank, (p, i) in enumerate(zip(values[row], indices[row], strict=True))
         ]
-        for row, (name, _) in enumerate(opened)
+        for row, name in enumerate(names)
     ]
+    return Predictions(ranked, failures)
 
 
-def _name(labels: LabelSet | None, index: int) -> str | None:
+def _label(labels: LabelSet | None, index: int) -> str | None:
     return labels.names[index] if labels is not None and index < len(labels.names) else None
 
 
@@ -98,6 +141,7 @@ class EvalResult:
     top1_restricted: float  # argmax over the classes present in the data only
     images_per_second: float
     class_indices: tuple[int, ...]  # model class index of each folder
+    failures: tuple[Failure, ...] = ()  # files skipped (unreadable), not counted above
 
 
 def class_mapping(folders: Sequence[str], labels: LabelSet | None) -> list[int]:
@@ -117,6 +161,33 @@ def class_mapping(folders: Sequence[str], labels: LabelSet | None) -> list[int]:
             "by WordNet id (n01440764) or by the weights' class names"
         )
     return mapping
+
+
+class _Images(torch.utils.data.Dataset):
+    """(image, target, None), or (None, target, reason) for a file that cannot be read, so that
+    a bad file is skipped and counted instead of ending the run (in any worker process)."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], transform) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, Failure | None]:
+        path, target = self.samples[index]
+        try:
+            return self.transform(_open(path)), target, None
+        except _UNREADABLE as err:
+            return None, target, Failure(path, str(err))
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, list[Failure]]:
+    good = [(x, t) for x, t, failure in items if failure is None]
+    failures = [failure for _, _, failure in items if failure is not None]
+    if not good:
+        return None, torch.empty(0, dtype=torch.long), failures
+    return torch.stack([x for x, _ in good]), torch.tensor([t for _, t in good]), failures
 
 
 def _first_per_class(samples: Iterable[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
@@ -141,27 +212,44 @@ def evaluate(
 ) -> EvalResult:
     """Top-1/top-5 on an ImageFolder tree, both over all classes and restricted to those present.
 
-    ``optimize``: run the model through ``zoo.optimize`` (BN folded, channels_last).
+    Files that cannot be read are skipped and returned in ``failures`` (not scored); if none
+    can be read it is an error. ``progress``: a progress bar, shown only on a terminal and
+    never with ``ZOO_QUIET=1``. ``optimize``: run the model through ``zoo.optimize``.
     """
     from torchvision.datasets import ImageFolder
     from tqdm import tqdm
 
+    from zoo.hub.config import quiet_default
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if limit_per_class is not None and limit_per_class < 1:
+        raise ValueError(f"limit_per_class must be >= 1, got {limit_per_class}")
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
-    dataset = ImageFolder(str(root), transform=get_transforms(model))
+    folders = ImageFolder(str(root))  # lists classes and files; reading is _Images's job
+    samples = folders.samples
     if limit_per_class is not None:
-        dataset.samples = _first_per_class(dataset.samples, limit_per_class)
+        samples = _first_per_class(samples, limit_per_class)
     cfg = model.pretrained_cfg
     mapping = torch.tensor(
-        class_mapping(dataset.classes, resolve_labels(cfg.labels, cfg.label_names))
+        class_mapping(folders.classes, resolve_labels(cfg.labels, cfg.label_names))
     )
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        _Images(samples, get_transforms(model)), batch_size=batch_size, num_workers=workers,
+        collate_fn=_collate,
+    )  # fmt: skip
     model = _fast(model, optimize).eval()
     correct1 = correct5 = restricted = seen = 0
+    failures: list[Failure] = []
     start = time.perf_counter()
-    for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress):
+    quiet = quiet_default(None if progress else True)
+    for images, targets, skipped in tqdm(loader, desc="eval", unit="batch", disable=quiet):
+        failures += skipped
+        if images is None:
+            continue
         logits = _class_logits(model, model(images))
         truth = mapping[targets]
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -170,12 +258,16 @@ def evaluate(
         restricted += int((mapping[logits[:, mapping].argmax(dim=1)] == truth).sum())
         seen += len(targets)
     elapsed = time.perf_counter() - start
+    if not seen:
+        first = f": {failures[0].item}: {failures[0].reason}" if failures else ""
+        raise ValueError(f"no image in {root} could be read ({len(failures)} skipped){first}")
     return EvalResult(
         images=seen,
-        classes=len(dataset.classes),
+        classes=len(folders.classes),
         top1=100.0 * correct1 / seen,
         top5=100.0 * correct5 / seen,
         top1_restricted=100.0 * restricted / seen,
         images_per_second=seen / elapsed,
         class_indices=tuple(mapping.tolist()),
+        failures=tuple(failures),
     )

@@ -28,8 +28,8 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--label-offset",
         type=int,
-        default=0,
-        help="classifier rows before class 0 (1 for TensorFlow's 'background' row)",
+        help="classifier rows before class 0 (1 for TensorFlow's 'background' row; with "
+        "--labels, inferred from the classifier's width when left out)",
     )
     p.add_argument("-o", "--output", required=True, help="destination .safetensors")
     p.add_argument("--json", action="store_true", help="print the conversion report as JSON")

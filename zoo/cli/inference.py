@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Sequence
 
 import zoo
 from zoo.cli.output import print_json, print_table
-from zoo.inference import evaluate, predict
+from zoo.inference import Failure, evaluate, predict
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -28,7 +40,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_positive, default=5)
     _model_args(p)
 
 
@@ -39,9 +51,15 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         "present."
     )
     p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=_positive, default=50)
     p.add_argument("--workers", type=int, help="data-loading processes (default: up to 4)")
-    p.add_argument("--limit-per-class", type=int, help="only the first N files of each class")
+    p.add_argument(
+        "--limit-per-class",
+        type=_positive,
+        metavar="N",
+        help="only the first N files of each class",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (also ZOO_QUIET=1)")
     _model_args(p)
 
 
@@ -51,8 +69,8 @@ def run_predict(args: argparse.Namespace) -> int:
     results = predict(model, args.images, topk=args.topk, optimize=not args.no_optimize)
     elapsed = time.perf_counter() - start
     if args.json:
-        print_json(results)
-        return 0
+        print_json({"predictions": list(results), "failures": results.failures})
+        return _report_failures("predict", results.failures, len(args.images))
     for ranked in results:
         print(ranked[0].image)
         print_table(
@@ -61,25 +79,37 @@ def run_predict(args: argparse.Namespace) -> int:
         )
         print()
     how = "eager" if args.no_optimize else "optimized"
-    print(f"{len(results)} image(s) in {elapsed:.2f} s with reading and preprocessing "
-          f"({len(results) / elapsed:.1f} images/s, {how})")  # fmt: skip
-    return 0
+    if results:
+        print(f"{len(results)} image(s) in {elapsed:.2f} s with reading and preprocessing "
+              f"({len(results) / elapsed:.1f} images/s, {how})")  # fmt: skip
+    return _report_failures("predict", results.failures, len(args.images))
+
+
+def _report_failures(command: str, failures: Sequence[Failure], total: int) -> int:
+    """Each skipped input on stderr, then a count; non-zero exit when anything was skipped."""
+    for failure in failures:
+        print(f"zoo {command}: skipped {failure.item}: {failure.reason}", file=sys.stderr)
+    if failures:
+        print(f"zoo {command}: {len(failures)} of {total} input(s) could not be read",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failures else 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
     model = zoo.get_model(args.model, pretrained=args.pretrained)
     result = evaluate(
         model, args.data_dir, batch_size=args.batch_size, workers=args.workers,
-        limit_per_class=args.limit_per_class, progress=not args.json,
+        limit_per_class=args.limit_per_class, progress=not args.json and not args.quiet,
         optimize=not args.no_optimize,
     )  # fmt: skip
+    total = result.images + len(result.failures)
     if args.json:
         print_json({"model": args.model, "weights": model.pretrained_cfg.weights, **vars(result)})
-        return 0
+        return _report_failures("eval", result.failures, total)
     print(f"{args.model} ({model.pretrained_cfg.weights}) on {args.data_dir}: "
           f"{result.images} images, {result.classes} classes")  # fmt: skip
     print(f"  top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%  (all classes)")
     print(f"  top-1 {result.top1_restricted:.2f}%  (restricted to the {result.classes} classes)")
     how = "eager" if args.no_optimize else "optimized"
     print(f"  {result.images_per_second:.1f} images/s ({how}, with data loading)")
-    return 0
+    return _report_failures("eval", result.failures, total)

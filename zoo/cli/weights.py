@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 
 import zoo
 from zoo.cli.output import human_size, print_json
+from zoo.errors import is_anticipated, user_message
 from zoo.hub import is_offline, local_caches, zoo_home
 from zoo.hub.config import mirrors
 from zoo.weights import (
@@ -65,15 +67,25 @@ def run_download(args: argparse.Namespace) -> int:
     entries = [_entry_for(name, args.tag) for name in args.names]  # every name checked first
     if args.dry_run:
         return _dry_run(entries, args.json)
-    done = []
-    for entry in entries:
-        path = ensure_checkpoint(entry, quiet=True if args.quiet else None)
+    done: list[dict[str, object]] = []
+    for entry in entries:  # one failure does not stop the others: each is reported
+        try:
+            path = ensure_checkpoint(entry, quiet=True if args.quiet else None)
+        except Exception as err:
+            if not is_anticipated(err):
+                raise
+            done.append({"weights": entry.name, "error": user_message(err)})
+            print(f"zoo download: error: {entry.name}: {user_message(err)}", file=sys.stderr)
+            continue
         done.append({"weights": entry.name, "path": str(path), "size": path.stat().st_size})
         if not args.json:
             print(f"{entry.name}: {path} ({human_size(path.stat().st_size)})")
     if args.json:
         print_json(done)
-    return 0
+    failed = sum("error" in d for d in done)
+    if failed and len(done) > 1:
+        print(f"zoo download: {failed} of {len(done)} weights failed", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _dry_run(entries: list[WeightsEntry], as_json: bool) -> int:

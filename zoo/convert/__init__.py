@@ -159,8 +159,7 @@ def _convert_inferred(paths: list[Path], spec: ModelSpec, num_classes: int | Non
         and (len(paths) == 1 or f.multi_file)
     ]
     if not candidates:
-        names = ", ".join(p.name for p in paths)
-        raise ConversionError(f"cannot tell the format of {names} for {spec.name}; pass --format")
+        raise ConversionError(_no_format_message(paths, spec))
     results, errors = [], []
     for fmt in candidates:
         try:
@@ -185,6 +184,25 @@ def _convert_inferred(paths: list[Path], spec: ModelSpec, num_classes: int | Non
             f"{src} converts as several formats with different results ({names}); pass --format"
         )
     return results[0]
+
+
+def _no_format_message(paths: list[Path], spec: ModelSpec) -> str:
+    """Why no format fits: the extension is unknown, or its formats do not cover the arch."""
+    names = ", ".join(p.name for p in paths)
+    by_extension = [
+        f.name for f in FORMATS.values() if all(p.suffix in f.extensions for p in paths)
+    ]
+    covering = sorted(f.name for f in FORMATS.values() if f.supports(spec.family))
+    if not by_extension:
+        known = sorted({e for f in FORMATS.values() for e in f.extensions})
+        return (
+            f"cannot tell the format of {names} from its extension (known: {', '.join(known)}); "
+            f"pass --format (one of {', '.join(sorted(FORMATS))})"
+        )
+    return (
+        f"{names} is a {' or '.join(by_extension)} file, but that converter does not cover "
+        f"{spec.name} ({spec.family} family); formats for it: {', '.join(covering) or 'none'}"
+    )
 
 
 def _convert_as(
@@ -282,14 +300,22 @@ def convert_file(
     format: str | None = None,
     num_classes: int | None = None,
     labels: str | tuple[str, ...] | None = None,
-    label_offset: int = 0,
+    label_offset: int | None = None,
 ) -> ConversionReport:
     """Convert and write a zoo-layout safetensors file (atomically).
 
     ``label_offset``: classifier rows before the first label (1 for TensorFlow's 1001-way
-    classifiers, whose row 0 is "background"); the loader drops them.
+    classifiers, whose row 0 is "background"); the loader drops them. Left out with
+    ``labels`` given, it is what makes the classifier's width match the labels (0, or 1 for a
+    background row, said in the report's notes); any other mismatch is an error, never a file
+    whose every prediction is one class off.
     """
     converted = convert(src, model=model, format=format, num_classes=num_classes)
+    label_offset, note = _label_offset(labels, label_offset, converted.report.num_classes)
+    if note:
+        converted = replace(
+            converted, report=replace(converted.report, notes=(*converted.report.notes, note))
+        )
     spec = get_spec(model)
     names = ", ".join(p.name for p in _source_paths(src))
     meta = CheckpointMeta(
@@ -301,3 +327,34 @@ def convert_file(
     )
     save_checkpoint(dst, converted.state_dict, meta)
     return converted.report
+
+
+def _label_offset(
+    labels: str | tuple[str, ...] | None, offset: int | None, width: int
+) -> tuple[int, str]:
+    """(classifier rows before class 0, a note when it was inferred), checked against the
+    labels: ``width - offset`` must be the number of labels."""
+    if offset is not None and not 0 <= offset < width:
+        raise ValueError(f"label_offset must be in [0, {width}) for {width} outputs, got {offset}")
+    if labels is None:
+        return offset or 0, ""
+    from zoo.labels import resolve_labels
+
+    count = len(resolve_labels(labels).names)  # type: ignore[union-attr]
+    named = labels if isinstance(labels, str) else f"{count} labels"
+    if offset is None:
+        if width == count:
+            return 0, ""
+        if width == count + 1:
+            return 1, (
+                f"label_offset 1: {width} outputs for the {count} classes of {named}, row 0 "
+                "is a background class (TensorFlow's)"
+            )
+        offset = 0
+    if width - offset != count:
+        raise ValueError(
+            f"the classifier has {width} outputs, {named} has {count} classes: with "
+            f"label_offset {offset} every prediction would be off; pass --label-offset "
+            f"{width - count if width > count else 'N'} (rows before class 0) or other labels"
+        )
+    return offset, ""

@@ -1,0 +1,131 @@
+"""Issue 10: nothing silently wrong, one bad item never sinks a batch, messages that say what
+is wrong. Real files and a real 127.0.0.1 server, built in each test."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SHARED
+from PIL import Image
+from safetensors.torch import save_file
+
+import zoo
+from zoo.checkpoint import CheckpointMeta, read_meta, save_checkpoint
+from zoo.cli import main as cli
+from zoo.convert import ConversionError, convert_file
+
+TFLITE_025 = SHARED / "weights" / "tflite_mobilenet" / "mobilenet_v1_0.25_128_quant.tflite"
+
+
+@pytest.fixture(autouse=True)
+def _home(zoo_home: Path) -> Path:
+    return zoo_home
+
+
+def _write_manifest(tmp_path: Path, monkeypatch, entries: list[dict]) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"format_version": 2, "weights": entries}))
+    monkeypatch.setenv("ZOO_MANIFESTS", str(path))
+
+
+def _entry(tag: str, files: list[dict], fmt: str = "timm", **extra) -> dict:
+    return {
+        "arch": "resnet18_v1b", "tag": tag, "default": False, "num_classes": 1000,
+        "labels": "imagenet-1k", "license": "apache-2.0", "provenance": "test",
+        "artifacts": [{"format": fmt, "files": files}], **extra,
+    }  # fmt: skip
+
+
+def _r18_safetensors(tmp_path: Path) -> bytes:
+    model = zoo.get_model("resnet18_v1b")
+    path = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path.read_bytes()
+
+
+# ------------------------------------------------------------------- silent wrong answers
+
+
+def test_tflite_background_row_is_detected_not_one_class_off(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    argv = ["convert", str(TFLITE_025), "--model", "mobilenet0_25_tf", "--labels", "imagenet-1k"]
+    assert cli([*argv, "-o", str(out)]) == 0
+    assert "label_offset 1" in capsys.readouterr().out
+    assert read_meta(out).label_offset == 1  # the loader drops the background row
+    assert zoo.get_model("mobilenet0_25_tf", pretrained=out).num_classes == 1000
+    with pytest.raises(ValueError, match="1001 outputs, imagenet-1k has 1000 classes"):
+        convert_file(TFLITE_025, tmp_path / "x.safetensors", model="mobilenet0_25_tf",
+                     labels="imagenet-1k", label_offset=0)  # fmt: skip
+    with pytest.raises(ValueError, match="label_offset must be in"):
+        convert_file(TFLITE_025, tmp_path / "x.safetensors", model="mobilenet0_25_tf",
+                     label_offset=1001)  # fmt: skip
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_convert_names_the_format_it_recognised(tmp_path):
+    with pytest.raises(ConversionError, match=r"is a tflite file.*does not cover resnet18_v1b"):
+        zoo.convert.convert(TFLITE_025, model="resnet18_v1b")
+    odd = tmp_path / "weights.xyz"
+    odd.write_bytes(b"\0" * 16)
+    with pytest.raises(ConversionError, match=r"from its extension.*pass --format"):
+        zoo.convert.convert(odd, model="resnet18_v1b")
+
+
+# ----------------------------------------------------------------- batches go on, and count
+
+
+def test_download_reports_the_good_one_when_another_fails(tmp_path, http_server, monkeypatch,
+                                                          capsys):  # fmt: skip
+    data = _r18_safetensors(tmp_path)
+    good = http_server.add("/good.safetensors", data)
+    gone = http_server.add("/gone.safetensors", b"", default=404)
+    files_good = [{"name": "good.safetensors", "sources": [good],
+                   "sha256": hashlib.sha256(data).hexdigest()}]  # fmt: skip
+    files_gone = [{"name": "gone.safetensors", "sources": [gone], "sha256": "ab" * 32}]
+    _write_manifest(tmp_path, monkeypatch, [_entry("good_in1k", files_good),
+                                            _entry("gone_in1k", files_gone)])  # fmt: skip
+    rc = cli(["download", "resnet18_v1b.gone_in1k", "resnet18_v1b.good_in1k", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in captured.err
+    gone_report, good_report = json.loads(captured.out)
+    assert "HTTP 404" in gone_report["error"]
+    assert Path(good_report["path"]).is_file()
+    assert "1 of 2 weights failed" in captured.err
+
+
+def _three_class_checkpoint(tmp_path: Path) -> Path:
+    model = zoo.get_model("resnet18_v1b", num_classes=3)
+    meta = CheckpointMeta(
+        arch="resnet18_v1b", config={"num_classes": 3}, labels=("cat", "dog", "fish")
+    )
+    return save_checkpoint(tmp_path / "three.safetensors", model.state_dict(), meta)
+
+
+def test_cli_eval_skips_counts_and_stays_quiet_off_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ZOO_QUIET")  # the bar must stay off because stderr is not a terminal
+    weights = _three_class_checkpoint(tmp_path)
+    for name in ("cat", "dog"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "data" / name / "a.png")
+    (tmp_path / "data" / "dog" / "b.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    argv = ["eval", str(tmp_path / "data"), "--model", "resnet18_v1b", "--pretrained",
+            str(weights), "--workers", "0", "--no-optimize"]  # fmt: skip
+    assert cli(argv) == 1
+    captured = capsys.readouterr()
+    assert "2 images, 2 classes" in captured.out
+    assert "skipped" in captured.err and "b.jpg" in captured.err
+    assert "1 of 3 input(s)" in captured.err
+    assert "batch" not in captured.err and "%|" not in captured.err  # no progress bar
+    with pytest.raises(SystemExit) as exit_info:
+        cli([*argv, "--limit-per-class", "0"])
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_unknown_model_points_at_the_cli_listing(capsys):
+    assert cli(["info", "resnet18_v1z"]) == 2
+    err = capsys.readouterr().err
+    assert "`zoo list`" in err and "Did you mean" in err
