@@ -161,6 +161,8 @@ def ablate(
             f"rung {needs_teacher[0]} needs a teacher: give --teacher ARCH (and "
             "--teacher-pretrained TAG|PATH), or leave +distill out of the ladder"
         )
+    if teacher and not needs_teacher:
+        log.warning("--teacher %s is not used: the ladder has no +distill rung", teacher)
     first = resolve(rungs[0].base, overrides=tuple(overrides))  # validates --set once, early
     settings = Settings(
         model,
