@@ -214,8 +214,8 @@ def test_preprocess_rules_per_format_version(tmp_path):
     without_resize = {"crop": 288, "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3}
     with pytest.raises(ManifestError, match=r"preprocess: missing \['resize'\]"):
         _parse_one(tmp_path, 2, preprocess=without_resize)
-    with pytest.raises(ManifestError, match=r"format_version 3 is not one this zoo reads"):
-        parse_manifest(_manifest(tmp_path, 3, []))
+    with pytest.raises(ManifestError, match=r"format_version 4 is not one this zoo reads"):
+        parse_manifest(_manifest(tmp_path, 4, []))
     bad_metric = {"top1": 70.0, "dataset": "imagenet-1k-val", "source": "x", "img_size": "big"}
     with pytest.raises(ManifestError, match="img_size"):
         _parse_one(tmp_path, 2, metrics=[bad_metric])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -123,4 +124,81 @@ def run_recipes(args: argparse.Namespace) -> int:
         img_size=args.img_size,
     )
     print(json.dumps(recipe.to_dict(), indent=2) if args.json else recipe.to_toml(), end="")
+    return 0
+
+
+def add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="register a finished run's final.safetensors as hub weights")
+    add.add_argument("run_dir", metavar="RUN_DIR")
+    add.add_argument("--tag", required=True, help="weights tag, e.g. imagenette_r18")
+    add.add_argument("--default", action="store_true", help="make it the arch's default")
+    add.add_argument("--force", action="store_true", help="replace an existing tag")
+    add.add_argument("--manifest", metavar="PATH", help="default: $ZOO_HOME/manifest.json")
+    add.add_argument("--license", default="unspecified", help="licence of the weights")
+    add.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run_weights(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from zoo.training.register import add_weights
+
+    added = add_weights(
+        args.run_dir,
+        args.tag,
+        default=args.default,
+        force=args.force,
+        manifest=args.manifest,
+        license=args.license,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    k: str(v) if not isinstance(v, bool | float) else v
+                    for k, v in dataclasses.asdict(added).items()
+                },
+                indent=2,
+            )
+        )
+    else:
+        default = " (default)" if added.default else ""
+        print(
+            f"added {added.arch}.{added.tag}{default}: top-1 {added.top1:.2f}%, "
+            f"sha256 {added.sha256[:12]}…"
+        )
+        print(f"manifest: {added.manifest}\nfile:     {added.file}")
+        print(f"use it:   zoo.get_model({added.arch!r}, pretrained={added.tag!r})")
+    return 0
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="zoo-demo", metavar="DIR", help="where everything goes")
+    p.add_argument("--model", default="resnet18_v1d", metavar="ARCH")
+    p.add_argument("--epochs", type=float, default=12)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from zoo.training.demo import run_demo as demo
+
+    result = demo(args.out, model=args.model, epochs=args.epochs, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), indent=2, default=str))
+        return 0
+    print(f"\ntrained {args.model} on scikit-learn's digits: val top-1 {result.top1:.2f}%")
+    for image, truth, predicted, prob in result.predictions:
+        print(f"  {Path(image).name}: true {truth}, predicted {predicted} ({prob:.1%})")
+    print(
+        f"data:     {result.data}\nrun:      {result.run_dir} (metrics.json, plot.png, log.jsonl)"
+    )
+    print(f"weights:  {result.tag} in {result.home}/manifest.json")
+    print(
+        f'reload:   ZOO_HOME={result.home} python -c "import zoo; '
+        f"zoo.get_model('{args.model}', pretrained='{result.tag}')\""
+    )
     return 0

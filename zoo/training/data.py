@@ -96,6 +96,17 @@ def scan_dataset(data_dir: str | os.PathLike) -> tuple[Split, Split]:
     return train, scan_split(root / "val", train.classes)
 
 
+def fingerprint(data_dir: str | os.PathLike) -> str:
+    """A short hash of every file's relative path and size: which data a run saw."""
+    import hashlib
+
+    root = Path(data_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root)}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def eval_resize(img_size: int) -> int:
     return math.ceil(img_size / EVAL_CROP_PCT)
 

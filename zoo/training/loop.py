@@ -511,6 +511,12 @@ def _save_final(
     )
 
 
+def zoo_version() -> str:
+    import zoo
+
+    return zoo.__version__
+
+
 def _metrics(
     args: RunArgs,
     rec: Recipe,
@@ -544,6 +550,8 @@ def _metrics(
         "wall_seconds": round(wall, 1),
         "skipped_images": skipped,
         "processes": ctx.d.world,
+        "data_fingerprint": D.fingerprint(args.data),
+        "zoo_version": zoo_version(),
         "precision": str(ctx.amp).replace("torch.", "") if ctx.amp else "float32",
     }
 

@@ -13,12 +13,16 @@ Format versions (every version stays readable):
   when given it is complete, so its ``resize`` is the publisher's own number (GluonCV rounds
   crop / crop_pct up, timm down) and never one re-derived with somebody else's rounding.
   Metrics may say the image size, crop_pct and interpolation they were measured with.
+* 3: weights a zoo run produced (``zoo weights add``): ``labels`` may be the run's own list of
+  class ids (e.g. WordNet ids, which ``eval`` matches to folders), ``label_names`` their display
+  names, and ``training`` how they were made (recipe, data fingerprint, zoo version, run).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from zoo.hub import validate_filename, zoo_home
 from zoo.preprocess import INTERPOLATIONS, Preprocess
 
 FORMAT_VERSION = 2  # what the packaged manifest is written in
-FORMAT_VERSIONS = (1, 2)  # what is read
+FORMAT_VERSIONS = (1, 2, 3)  # what is read
 LABEL_SETS = ("imagenet-1k",)
 _ARCH = re.compile(r"^[a-z][a-z0-9_]*$")  # the registry's canonical-name form
 _TAG = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
@@ -81,13 +85,15 @@ class WeightsEntry:
     default: bool
     num_classes: int
     label_offset: int
-    labels: str
+    labels: str | tuple[str, ...]  # a label-set name, or one class id per class (format 3)
     own_preprocess: Preprocess | None  # None: the arch's (see `preprocess`)
     license: str
     provenance: str
     artifacts: tuple[Artifact, ...]
     metrics: tuple[Metric, ...] = ()
     origin: str = ""  # the manifest file it came from
+    label_names: tuple[str, ...] | None = None  # display names of ``labels`` ids (format 3)
+    training: dict[str, Any] | None = None  # recipe, data fingerprint, zoo version (format 3)
 
     @property
     def name(self) -> str:
@@ -132,8 +138,17 @@ def load_entries(paths: list[Path] | None = None) -> list[WeightsEntry]:
     """Every entry of every manifest, validated. An (arch, tag) defined twice raises; a later
     manifest's default tag replaces an earlier one's (an organisation's choice wins)."""
     entries: dict[tuple[str, str], WeightsEntry] = {}
+    local = zoo_home() / "manifest.json" if paths is None else None
     for path in paths if paths is not None else manifest_files():
-        parsed = parse_manifest(path)
+        try:
+            parsed = parse_manifest(path)
+        except ManifestError as err:
+            if path != local:
+                raise
+            # The file `zoo weights add` writes: a mistake there must not take the packaged
+            # catalogue down with it.
+            logging.getLogger("zoo").warning("ignoring %s: %s", path, err)
+            continue
         _check_defaults(parsed, path)
         new_defaults = {e.arch for e in parsed if e.default}
         for key, entry in entries.items():
@@ -202,13 +217,15 @@ def _fields(raw: Any, where: str, required: set[str], optional: set[str]) -> dic
 # FORMAT_VERSIONS bump when it changes what an existing key means).
 _ENTRY_REQUIRED = {"arch", "tag", "num_classes", "labels", "license", "provenance", "artifacts"}
 _ENTRY_OPTIONAL = {"default", "label_offset", "metrics", "preprocess"}
+_ENTRY_OPTIONAL_V3 = {"label_names", "training"}  # weights a zoo run produced
 _PREPROCESS_KEYS = {f.name for f in dataclasses.fields(Preprocess)}
 _METRIC_REQUIRED = {"top1", "dataset", "source"}
 _METRIC_OPTIONAL = {"top5", "note", "img_size", "crop_pct", "interpolation"}
 
 
 def _entry(raw: Any, where: str, origin: str, version: int) -> WeightsEntry:
-    raw = _fields(raw, where, _ENTRY_REQUIRED, _ENTRY_OPTIONAL)
+    optional = _ENTRY_OPTIONAL | (_ENTRY_OPTIONAL_V3 if version >= 3 else set())
+    raw = _fields(raw, where, _ENTRY_REQUIRED, optional)
     where = f"{where} ({raw['arch']}.{raw['tag']})"
     # Parsing stays torch-free (the registry imports every model family): here only the form of
     # the name; zoo.weights checks it is a registered canonical name before it converts or lists.
@@ -218,7 +235,7 @@ def _entry(raw: Any, where: str, origin: str, version: int) -> WeightsEntry:
         "arch must be a canonical model name (lowercase identifier)",
     )
     _require(isinstance(raw["tag"], str) and bool(_TAG.match(raw["tag"])), where, "bad tag")
-    _require(raw["labels"] in LABEL_SETS, where, f"labels must be one of {LABEL_SETS}")
+    labels, names = _labels(raw, where, version)
     offset = raw.get("label_offset", 0)
     _require(isinstance(offset, int) and 0 <= offset < raw["num_classes"], where, "label_offset")
     _require(isinstance(raw["artifacts"], list) and raw["artifacts"], where, "needs artifacts")
@@ -228,7 +245,7 @@ def _entry(raw: Any, where: str, origin: str, version: int) -> WeightsEntry:
         default=bool(raw.get("default", False)),
         num_classes=int(raw["num_classes"]),
         label_offset=offset,
-        labels=raw["labels"],
+        labels=labels,
         own_preprocess=_preprocess(raw, where, version),
         license=str(raw["license"]),
         provenance=str(raw["provenance"]),
@@ -239,7 +256,39 @@ def _entry(raw: Any, where: str, origin: str, version: int) -> WeightsEntry:
             _metric(m, f"{where} metrics[{i}]") for i, m in enumerate(raw.get("metrics", []))
         ),
         origin=origin,
+        label_names=names,
+        training=_training(raw.get("training"), where),
     )
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+
+def _labels(raw: dict[str, Any], where: str, version: int) -> tuple[Any, tuple[str, ...] | None]:
+    labels, names = raw["labels"], raw.get("label_names")
+    if isinstance(labels, str):
+        _require(labels in LABEL_SETS, where, f"labels must be one of {LABEL_SETS} or a list")
+        _require(names is None, where, "label_names go with a list of labels")
+        return labels, None
+    _require(version >= 3, where, f"labels must be one of {LABEL_SETS} (a list needs format 3)")
+    _require(_strings(labels) and len(set(labels)) == len(labels), where,
+             "labels must be a list of distinct class ids")  # fmt: skip
+    classes = raw["num_classes"] - raw.get("label_offset", 0)
+    _require(len(labels) == classes, where, f"{len(labels)} labels for {classes} classes")
+    if names is not None:
+        _require(_strings(names) and len(names) == len(labels), where,
+                 "label_names must be one name per label")  # fmt: skip
+    return tuple(labels), None if names is None else tuple(names)
+
+
+def _training(raw: Any, where: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    raw = _fields(raw, f"{where} training", {"recipe", "zoo_version"},
+                  {"data", "data_fingerprint", "run", "wall_seconds", "epochs"})  # fmt: skip
+    _require(isinstance(raw["recipe"], dict), where, "training.recipe: the resolved recipe")
+    return raw
 
 
 def _preprocess(raw: dict[str, Any], where: str, version: int) -> Preprocess | None:
