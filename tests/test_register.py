@@ -88,3 +88,19 @@ def test_cli_weights_add(finished_run: Path, zoo_home: Path, capsys) -> None:
     assert cli_main(["weights", "add", str(finished_run), "--tag", "cli_tag", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["tag"] == "cli_tag" and Path(out["file"]).is_file()
+
+
+def test_demo_runs_end_to_end_twice(tmp_path: Path, zoo_home: Path, monkeypatch) -> None:
+    pytest.importorskip("sklearn")
+    from zoo.training.demo import DEMO_TAG, run_demo
+
+    for _ in range(2):  # running it twice is fine: same tag, replaced
+        result = run_demo(tmp_path / "demo", epochs=1, progress=False)
+    assert result.home == tmp_path / "demo" / "home"
+    assert sum(1 for _ in (result.data / "val").glob("*/*.png")) == 360
+    assert (result.run_dir / "final.safetensors").is_file()
+    manifest = json.loads((result.home / "manifest.json").read_text())
+    assert [w["tag"] for w in manifest["weights"]] == [DEMO_TAG]
+    assert len(result.predictions) == 6
+    assert all(p[2] in [str(d) for d in range(10)] for p in result.predictions)
+    assert result.top1 > 30  # one epoch; the full demo (12 epochs) reaches >= 95 %
