@@ -13,7 +13,8 @@ What it does, on a copy (the argument is never changed):
 * **channels_last** weights, and the input converted at each call: oneDNN's convolutions run
   NHWC without reordering every layer.
 * **inference mode**, no autograd bookkeeping; the module is eval-only (``.train()`` raises).
-* optional **bf16/fp16 autocast** where the hardware has native support; outputs are float32.
+* optional **bf16/fp16 autocast** where the hardware has native support, for the features; the
+  head (pool, classifier) runs in float32, and outputs are float32.
 * optional **torch.compile** (the first call compiles).
 """
 
@@ -178,13 +179,32 @@ def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> FoldReport:
 def _probe(model: nn.Module) -> torch.Tensor:
     """One input of the size the model was built for (its weights' crop, its input channels)."""
     cfg, config = getattr(model, "pretrained_cfg", None), getattr(model, "config", None)
-    if cfg is None or config is None:
+    if cfg is None or config is None or not hasattr(model, "forward_head"):
         raise TypeError("zoo.optimize takes a zoo model (from zoo.get_model)")
     device = next(model.parameters()).device
     crop = cfg.preprocess.crop
     return torch.zeros(1, config.in_chans, crop, crop, device=device).normal_(
         generator=torch.Generator(device).manual_seed(0)
     )
+
+
+class _Precision(nn.Module):
+    """The features under autocast; the head (pool, classifier) in float32.
+
+    bf16 keeps 8 bits of mantissa: a logit of 10 would be rounded to steps of 1/16, enough to
+    swap two close classes. The head is a small share of the work, so it runs in float32.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype == torch.float32:
+            return self.model(x)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            features = self.model.forward_features(x)
+        return self.model.forward_head(features.float())
 
 
 class OptimizedModel(nn.Module):
@@ -200,7 +220,8 @@ class OptimizedModel(nn.Module):
         self.pretrained_cfg = getattr(model, "pretrained_cfg", None)
         self.training = False
         # Kept outside the module tree: it wraps self.model and would duplicate its weights.
-        self.__dict__["_run"] = torch.compile(model) if compiled else model
+        run = _Precision(model, dtype)
+        self.__dict__["_run"] = torch.compile(run) if compiled else run
 
     def train(self, mode: bool = True) -> OptimizedModel:
         if mode:
@@ -208,15 +229,8 @@ class OptimizedModel(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        device = x.device.type
-        autocast = (
-            torch.autocast(device, dtype=self.dtype)
-            if self.dtype != torch.float32
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
-            out = self._run(x.contiguous(memory_format=torch.channels_last))
-        return out.float()
+        with torch.inference_mode():
+            return self._run(x.contiguous(memory_format=torch.channels_last)).float()
 
 
 def optimize(
