@@ -17,6 +17,7 @@ Each GET pops the next behaviour of its path; when the queue is empty the path's
   half (or ``n``) of the body bytes
 * ``"ignore-range"``: 200 with the whole body even when a Range was asked for
 * ``"drop"``: close the connection without any response
+* ``"no-length"``: ok, but no Content-Length: the body ends when the connection closes
 * an ``int`` such as ``503`` or ``404``: that status with a short text body
 * ``Slow(chunk_size, delay)``: ok, but sleep ``delay`` seconds between chunks
 * ``Redirect(location, status=302)``: redirect to another path (or absolute URL)
@@ -40,6 +41,7 @@ CORRUPT = "corrupt"
 TRUNCATE = "truncate"
 IGNORE_RANGE = "ignore-range"
 DROP = "drop"
+NO_LENGTH = "no-length"
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,10 @@ class _Handler(BaseHTTPRequestHandler):
         entry = self._record(status, "head" if head else behaviour)
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
+        if behaviour == NO_LENGTH:  # closing the connection is what ends the body
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", f'"{hashlib.sha256(resource.data).hexdigest()}"')
         if status == 206:

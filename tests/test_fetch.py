@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -30,7 +29,6 @@ except ImportError:  # tests/ became a package
         Slow,
     )
 
-from zoo.cli import cache as cache_cli
 from zoo.hub import (
     AllSourcesFailedError,
     ArchiveError,
@@ -632,10 +630,9 @@ def test_not_an_archive(tmp_path: Path) -> None:
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="zoo")
-    cache_cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    from zoo.cli import main
+
+    return main(list(argv))
 
 
 def test_cache_ls_rm_verify(

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 LIST_MAGIC = 0x112
+MAX_ARRAYS = 100_000  # GluonCV's largest networks have a few thousand
 V1, V2, V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA
 DTYPES: dict[int, torch.dtype] = {
     0: torch.float32,
@@ -77,8 +78,8 @@ def read_params(path: str | Path) -> dict[str, torch.Tensor]:
     if len(reader.data) < 24 or reader.u64() != LIST_MAGIC:
         raise MXNetFormatError(f"{path}: not an MXNet .params file (bad list magic)")
     reader.u64()  # reserved
-    arrays = [_read_ndarray(reader) for _ in range(reader.u64())]
-    names = [bytes(reader.take(reader.u64())).decode("utf-8") for _ in range(reader.u64())]
+    arrays = [_read_ndarray(reader) for _ in range(_count(reader, "arrays"))]
+    names = [_name(reader) for _ in range(_count(reader, "names"))]
     if len(names) != len(arrays):
         raise MXNetFormatError(
             f"{path}: {len(arrays)} arrays but {len(names)} names; zoo needs a named file "
@@ -87,6 +88,26 @@ def read_params(path: str | Path) -> dict[str, torch.Tensor]:
     if len(set(names)) != len(names):
         raise MXNetFormatError(f"{path}: duplicate array names")
     return dict(zip(names, arrays, strict=True))
+
+
+def _count(r: _Reader, what: str) -> int:
+    """A declared number of items, checked before any is read: each takes at least 4 bytes,
+    and no network has more than MAX_ARRAYS parameters."""
+    count = r.u64()
+    left = len(r.data) - r.pos
+    if count > MAX_ARRAYS or count * 4 > left:
+        raise MXNetFormatError(
+            f"{r.path}: declares {count} {what} in {left} bytes (at most {MAX_ARRAYS}, and "
+            "4 bytes each); corrupt or not a parameter file"
+        )
+    return count
+
+
+def _name(r: _Reader) -> str:
+    try:
+        return bytes(r.take(r.u64())).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MXNetFormatError(f"{r.path}: an array name is not UTF-8 ({err})") from None
 
 
 def _read_ndarray(r: _Reader) -> torch.Tensor:
@@ -110,13 +131,15 @@ def _read_ndarray(r: _Reader) -> torch.Tensor:
     if code not in DTYPES:
         raise MXNetFormatError(f"{r.path}: unknown dtype code {code}")
     dtype = DTYPES[code]
+    if any(dim <= 0 for dim in shape):
+        raise MXNetFormatError(
+            f"{r.path}: array shape {list(shape)}: dimensions must be positive (corrupt file)"
+        )
     count = 1
     for dim in shape:
         count *= dim
     nbytes = count * dtype.itemsize
     raw = r.take(nbytes)
-    if not count:
-        return torch.empty(shape, dtype=dtype)
     # Copy out of the file buffer so tensors own their memory and are writable.
     return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
 

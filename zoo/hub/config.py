@@ -13,7 +13,9 @@ these variables after ``zoo`` has been imported, and huggingface_hub's habit of 
 ``ZOO_TIMEOUT``        ``CONNECT,READ`` seconds (default ``10,60``), or one number for both
 ``ZOO_RETRIES``        retries per source on transient errors (default 4)
 ``ZOO_RETRY_BACKOFF``  base of the exponential backoff in seconds (default 1.0)
-``ZOO_DEADLINE``       overall time limit of one fetch in seconds (default 3600)
+``ZOO_DEADLINE``       overall time limit of one fetch in seconds (default 3600), lock waits
+                       (download and conversion) and slow bodies included
+``ZOO_MAX_DOWNLOAD``   largest body accepted for a file without a declared size (default 4 GiB)
 =====================  =================================================================
 """
 
@@ -30,6 +32,7 @@ DEFAULT_TIMEOUT = (10.0, 60.0)
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF = 1.0
 DEFAULT_DEADLINE = 3600.0
+DEFAULT_MAX_DOWNLOAD = 4 << 30
 
 
 def env_flag(name: str) -> bool:
@@ -105,6 +108,12 @@ def retries() -> int:
 
 def retry_backoff() -> float:
     return _env_float("ZOO_RETRY_BACKOFF", DEFAULT_BACKOFF)
+
+
+def max_download_bytes() -> int:
+    """Largest body accepted for a file whose size no manifest declares (``ZOO_MAX_DOWNLOAD``,
+    bytes, default 4 GiB): a hostile or broken server must not fill the disk."""
+    return int(_env_float("ZOO_MAX_DOWNLOAD", DEFAULT_MAX_DOWNLOAD))
 
 
 def default_deadline() -> float:

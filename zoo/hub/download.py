@@ -37,6 +37,10 @@ class SourceFailed(Exception):
     """This source cannot deliver the file; move on to the next one (``reason`` says why)."""
 
 
+class _TooBig(SourceFailed):
+    """More bytes than any limit allows: what arrived is useless, even to resume."""
+
+
 class _Transient(Exception):
     """Worth retrying the same source after a backoff (5xx, reset, truncation, timeout)."""
 
@@ -75,12 +79,14 @@ class Settings:
     timeouts: tuple[float, float]
     retries: int
     backoff: float
+    max_bytes: int  # cap on a body whose size nobody declared
 
     @classmethod
     def from_env(cls, session: requests.Session, deadline: Deadline, quiet: bool) -> Settings:
         return cls(
-            session, deadline, quiet, config.timeouts(), config.retries(), config.retry_backoff()
-        )
+            session, deadline, quiet, config.timeouts(), config.retries(), config.retry_backoff(),
+            config.max_download_bytes(),
+        )  # fmt: skip
 
     def request_timeout(self) -> tuple[float, float]:
         # Never let one blocking socket call outlive the overall deadline.
@@ -196,14 +202,18 @@ def _download_once(
             disable=s.quiet,
             leave=False,
         )
+        limit = expected_size if expected_size is not None else s.max_bytes
+        if total is not None and total > limit:
+            raise _TooBig(_too_big(total, limit))
         with open(part, "ab" if start else "wb") as out, bar:
             received = start
-            chunks = response.iter_content(CHUNK)
             while True:
                 try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    break
+                    # read1: whatever one recv() gives, so that a server dripping a byte at a
+                    # time cannot hold us past the deadline while a 64 KiB chunk fills up.
+                    chunk = response.raw.read1(CHUNK, decode_content=True)
+                    if not chunk:
+                        break
                 except (
                     requests.exceptions.RequestException,
                     urllib3.exceptions.HTTPError,
@@ -221,11 +231,20 @@ def _download_once(
                     raise HashMismatchError(
                         label, "size", str(expected_size), f"more than {expected_size} bytes"
                     )
+                if received > limit:
+                    raise _TooBig(_too_big(received, limit))
                 s.deadline.check(f"downloading {redact(url)}")
             out.flush()
             os.fsync(out.fileno())  # the final name must never point at unwritten blocks
     if total is not None and received < total:
         raise _Transient(f"truncated: got {received} of {total} bytes")
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        f"body of {size} bytes or more exceeds the limit of {limit} bytes for a file without a "
+        f"declared size (ZOO_MAX_DOWNLOAD; a manifest's 'size' sets a file's own)"
+    )
 
 
 def download(
@@ -269,6 +288,9 @@ def download(
                 s=s,
             )
             return resumed
+        except _TooBig:
+            part.unlink(missing_ok=True)
+            raise
         except _RestartFromZero:
             restarts += 1
             if restarts > _MAX_RESTARTS:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.hub import (
+    DEFAULT_MAX_BYTES,
     cache_key,
     cached_copy,
     extract_member,
@@ -137,7 +138,9 @@ def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
             if not refused:
                 raise
             raise FetchError(f"{err}; {'; '.join(refused)}", err.attempts) from err
-        extract_member(archive, file.member, member)
+        # The manifest's size of the member bounds what is inflated (a zip bomb stops there).
+        limit = file.size if file.size is not None else DEFAULT_MAX_BYTES
+        extract_member(archive, file.member, member, max_bytes=limit)
     try:
         verify_file(member, sha256=file.sha256, sha1=file.sha1, size=file.size,
                     source=f"{file.member} in {file.name}")  # fmt: skip

@@ -14,8 +14,9 @@ from pathlib import Path
 import filelock
 
 from zoo.errors import is_anticipated, user_message
-from zoo.hub import hash_file, zoo_home
+from zoo.hub import DeadlineExceededError, hash_file, zoo_home
 from zoo.hub.atomic import atomic_write
+from zoo.hub.config import default_deadline
 from zoo.weights.artifacts import fetch_file, plan_artifacts
 from zoo.weights.manifest import WeightsEntry
 
@@ -45,8 +46,17 @@ def ensure_checkpoint(entry: WeightsEntry, *, quiet: bool | None = None) -> Path
 
     conversion.require_registered(entry)  # before any download
     out.parent.mkdir(parents=True, exist_ok=True)
-    # One process converts; the others (e.g. DDP ranks) wait and then find the result.
-    with filelock.FileLock(str(out) + ".lock"):
+    # One process converts; the others (e.g. DDP ranks) wait and then find the result, for
+    # no longer than ZOO_DEADLINE.
+    limit = default_deadline()
+    try:
+        lock = filelock.FileLock(str(out) + ".lock", timeout=limit).acquire()
+    except filelock.Timeout:
+        raise DeadlineExceededError(
+            f"gave up after {limit:g}s (ZOO_DEADLINE) waiting for {out}.lock: another process "
+            f"is converting {entry.name}"
+        ) from None
+    with lock:
         if _is_recorded(out):
             return out
         failures = []

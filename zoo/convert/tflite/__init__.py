@@ -62,6 +62,7 @@ def open_graphs(paths: str | Path | Sequence[str | Path]) -> list[GraphFile]:
                 f"{path}: {len(model.subgraphs)} subgraphs; only single-graph models convert"
             )
         graph = model.subgraphs[0]
+        _check_references(model, graph, path)
         prefix = f"{path.name}:" if len(paths) > 1 else ""
         files.append(GraphFile(model, graph, source_keys(graph, prefix)))
     return files
@@ -81,3 +82,15 @@ def plan_mobilenet(
 ) -> Plan:
     """Map a TFLite MobileNet (one file, or a chain of files) onto ``spec``'s twin."""
     return plan(open_graphs(paths), spec, num_classes)
+
+
+def _check_references(model: TFLiteModel, graph: SubGraph, path: Path) -> None:
+    """Refuse a file whose tensors reference far more constant data than it holds (one large
+    buffer named by thousands of tensors): each would be dequantized on its own."""
+    held = path.stat().st_size
+    referenced = sum(len(model.data(tensor)) for tensor in graph.tensors)
+    if referenced > 2 * held + (1 << 20):
+        raise TFLiteFormatError(
+            f"{path}: its tensors reference {referenced} bytes of constants, the file holds "
+            f"{held}: buffers shared between many tensors (corrupt or hostile file)"
+        )

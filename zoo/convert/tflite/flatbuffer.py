@@ -30,6 +30,9 @@ class Buffer:
             )
         self.end = max(self.end, pos + size)
 
+    def view(self, pos: int, size: int) -> memoryview:
+        return memoryview(self.data)[pos : pos + size]
+
     def unpack(self, fmt: str, pos: int, what: str) -> Any:
         size = struct.calcsize("<" + fmt)
         self.need(pos, size, what)
@@ -92,6 +95,12 @@ class Table:
     def raw(self, slot: int) -> bytes:
         start, length = self._vector(slot, 1)
         return bytes(self.buf.data[start : start + length])
+
+    def view(self, slot: int) -> memoryview:
+        """The byte vector in ``slot`` without copying it: a hostile file can point many
+        tables at one large vector, and a copy per reference multiplies its size."""
+        start, length = self._vector(slot, 1)
+        return self.buf.view(start, length)
 
     def string(self, slot: int) -> str:
         return self.raw(slot).decode("utf-8", errors="replace")

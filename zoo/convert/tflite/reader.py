@@ -90,10 +90,10 @@ class TFLiteModel:
     version: int
     description: str
     subgraphs: tuple[SubGraph, ...]
-    buffers: tuple[bytes, ...]
+    buffers: tuple[memoryview, ...]  # views into the file's bytes (zero-copy)
     associated_files: tuple[str, ...] = ()  # names in the zip TFLite metadata appends (labels)
 
-    def data(self, tensor: Tensor) -> bytes:
+    def data(self, tensor: Tensor) -> memoryview:
         """The tensor's constant bytes (empty for activations)."""
         if not 0 <= tensor.buffer < len(self.buffers):
             raise TFLiteFormatError(
@@ -111,6 +111,11 @@ class TFLiteModel:
         if dtype is None:
             raise TFLiteFormatError(f"{self.path}: tensor {tensor.name!r} has type {name}")
         data = self.data(tensor)
+        if any(dim <= 0 for dim in tensor.shape):
+            raise TFLiteFormatError(
+                f"{self.path}: constant {tensor.name!r} has shape {list(tensor.shape)}: "
+                "dimensions must be positive (corrupt file)"
+            )
         count = math.prod(tensor.shape)
         itemsize = torch.empty((), dtype=dtype).element_size()
         if len(data) != count * itemsize:
@@ -118,8 +123,6 @@ class TFLiteModel:
                 f"{self.path}: tensor {tensor.name!r} of shape {list(tensor.shape)} ({name}) "
                 f"needs {count * itemsize} bytes, its buffer has {len(data)}"
             )
-        if count == 0:
-            return torch.empty(tensor.shape, dtype=dtype)
         return torch.frombuffer(bytearray(data), dtype=dtype).reshape(tensor.shape)
 
     def dequantize(self, tensor: Tensor) -> torch.Tensor:
@@ -211,16 +214,17 @@ def _operator_code(t: Table) -> str:
     return BUILTIN_OPS.get(code, f"BUILTIN_{code}")
 
 
-def _buffer_bytes(t: Table, buf: Buffer) -> bytes:
-    data = t.raw(BufferField.DATA)
-    if data:
+def _buffer_bytes(t: Table, buf: Buffer) -> memoryview:
+    """A view, never a copy: the Buffers vector may list one buffer table many times."""
+    data = t.view(BufferField.DATA)
+    if len(data):
         return data
     # large models keep the data after the flatbuffer, at an absolute offset
     offset, size = t.scalar(BufferField.OFFSET, "Q"), t.scalar(BufferField.SIZE, "Q")
     if offset > 1:
         buf.need(offset, size, "external buffer")
-        return bytes(buf.data[offset : offset + size])
-    return b""
+        return buf.view(offset, size)
+    return memoryview(b"")
 
 
 def _subgraph(t: Table, codes: list[str], buf: Buffer) -> SubGraph:
