@@ -22,6 +22,7 @@ from zoo.checkpoint import (
     load_checkpoint,
     read_meta,
 )
+from zoo.models.features import FeatureListNet, check_out_indices
 from zoo.models.layers import (
     ClassifierModel,
     FeatureInfo,
@@ -96,6 +97,8 @@ def get_model(
     *,
     pretrained: bool | str | os.PathLike = False,
     num_classes: int | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | list[int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered architecture, optionally with weights.
@@ -105,7 +108,20 @@ def get_model(
     ``num_classes`` different from the weights' keeps everything but the classifier;
     ``in_chans`` different from the weights' adapts the first conv. ``model.config`` and
     ``model.pretrained_cfg`` describe the result.
+
+    ``features_only=True`` returns a :class:`~zoo.models.features.FeatureListNet`: the feature
+    maps of stages ``out_indices`` (default all five; index i = nominal stride 2**(i+1)) as a
+    list, ``model.feature_info`` their channels and reductions. Weights load into the whole
+    classifier first, so every weights source works; ``output_stride=16|8`` dilates.
     """
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices needs features_only=True")
+    if features_only:
+        if num_classes is not None:
+            raise ValueError("num_classes has no meaning with features_only=True (no classifier)")
+        indices = check_out_indices((0, 1, 2, 3, 4) if out_indices is None else out_indices)
+        model = get_model(name, pretrained=pretrained, **overrides)
+        return _features(model, indices)
     spec = get_spec(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
@@ -118,6 +134,19 @@ def get_model(
         return model
     path, weights_name = _locate(spec, pretrained)
     return _load(spec, path, overrides, weights_name)
+
+
+def _features(model: ClassifierModel, out_indices: tuple[int, ...]) -> FeatureListNet:
+    features = FeatureListNet(model, out_indices)
+    weights = model.pretrained_cfg.weights if model.pretrained_cfg else None
+    if weights is not None:
+        loaded, kept = len(model.state_dict()), len(features.state_dict())
+        log.info(
+            "%s features_only: %d of the %d tensors loaded from %s kept (dropped: %d of the "
+            "classifier and unused stages)",
+            model.pretrained_cfg.arch, kept, loaded, weights, loaded - kept,
+        )  # fmt: skip
+    return features
 
 
 def _locate(spec: ModelSpec, pretrained: bool | str | os.PathLike) -> tuple[Path, str]:

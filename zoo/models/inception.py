@@ -17,6 +17,12 @@ pixels off each stage):
 * ``Mixed_5d`` (288 ch, /8), ``Mixed_6e`` (768 ch, /16), ``Mixed_7c`` (2048 ch, /32): the last
   block at each resolution of the 35x35, 17x17 and 8x8 grids.
 
+Their real sizes for any input side ``n`` (at least 75) are :meth:`InceptionV3.feature_sizes`:
+``a = (n - 3) // 2 + 1`` after the stride-2 stem conv, ``a - 2`` at ``Conv2d_2b_3x3``, then
+each valid 3x3/2 pool or conv maps ``s`` to ``(s - 3) // 2 + 1`` and the valid 3x3 conv of the
+stem's second half removes 2. The network cannot dilate (its grid reductions are valid convs and
+pools): ``output_stride`` must be 32.
+
 There are no residual branches, so ``zero_init_last`` changes nothing.
 """
 
@@ -39,6 +45,15 @@ Norm = Callable[[int], nn.Module]
 @dataclass(frozen=True, kw_only=True)
 class InceptionV3Config(CommonConfig):
     bn_eps: float = 1e-3  # GluonCV's, TensorFlow's and torchvision's Inception BN epsilon
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.output_stride != 32:
+            raise ValueError(
+                f"inceptionv3 cannot dilate (output_stride={self.output_stride}): its grid "
+                "reductions are valid convs and pools; use output_stride=32, or a ResNet or "
+                "MobileNet backbone for dense prediction"
+            )
 
 
 CONFIGS: dict[str, InceptionV3Config] = {
@@ -236,6 +251,20 @@ class InceptionV3(ClassifierModel):
             self.Mixed_6a, self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e,
             self.Mixed_7a, self.Mixed_7b, self.Mixed_7c,
         ]  # fmt: skip
+
+    def feature_sequence(self) -> list[str]:
+        names = {id(m): n for n, m in self.named_children()}
+        return [names[id(stage)] for stage in self.stages]
+
+    def feature_sizes(self, size: int) -> tuple[int, ...]:
+        def down(s: int) -> int:  # valid 3x3, stride 2
+            return (s - 3) // 2 + 1
+
+        s2 = down(size) - 2  # Conv2d_1a (3x3/2), Conv2d_2a (valid 3x3), Conv2d_2b (padded)
+        s4 = down(s2) - 2  # maxpool1, Conv2d_3b (1x1), Conv2d_4a (valid 3x3)
+        s8 = down(s4)  # maxpool2; the Mixed_5 blocks keep the size
+        s16 = down(s8)  # Mixed_6a
+        return (s2, s4, s8, s16, down(s16))  # Mixed_7a
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stages:

@@ -45,12 +45,14 @@ class CommonConfig:
     zero_init_last: bool = False  # the paper's zero-gamma: last BN of each residual branch
     norm_layer: NormLayer = "batchnorm"
     bn_eps: float = 1e-5
+    output_stride: int = 32  # 8 or 16 dilate the last stages instead of downsampling (backbones)
 
     def __post_init__(self) -> None:
         require(self.num_classes >= 0, "num_classes must be >= 0 (0 removes the classifier)")
         require(self.in_chans >= 1, "in_chans must be >= 1")
         require(0.0 <= self.drop_rate < 1.0, "drop_rate must be in [0, 1)")
         require(self.bn_eps > 0, "bn_eps must be positive")
+        require(self.output_stride in (8, 16, 32), "output_stride must be 8, 16 or 32")
         require(
             callable(self.norm_layer) or self.norm_layer in NORM_LAYERS,
             f"norm_layer must be one of {sorted(NORM_LAYERS)} or a callable",
@@ -68,7 +70,7 @@ class FeatureInfo:
 
     module: str  # dotted path of the module producing it
     num_chs: int
-    reduction: int  # input size / feature size
+    reduction: int  # input size / feature size (after dilation: at most output_stride)
 
 
 class SqueezeExcite(nn.Module):
@@ -128,6 +130,19 @@ class ClassifierModel(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def feature_sequence(self) -> list[str]:
+        """Dotted names of the modules that ``forward_features`` runs one after the other, up to
+        the last ``feature_info`` module (a head conv after it is not listed). Every
+        ``feature_info`` module is one of them: features_only and freeze_stages cut here."""
+        raise NotImplementedError
+
+    def feature_sizes(self, size: int) -> tuple[int, ...]:
+        """Spatial size of each ``feature_info`` map for an input side of ``size`` pixels.
+
+        Padded families: ``ceil(size / reduction)``. Inception v3 (valid padding) overrides it.
+        """
+        return tuple(-(-size // f.reduction) for f in self.feature_info)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((2, 3))

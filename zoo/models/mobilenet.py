@@ -12,6 +12,12 @@ not second networks:
 * ``act="relu6"``: TensorFlow's MobileNetV1 uses ReLU6 (GluonCV's v1 uses ReLU; both v2s ReLU6).
 * ``classifier_bias``: GluonCV's v2 classifier is a bias-free 1x1 conv; TensorFlow's has a bias.
 
+``output_stride`` 16 or 8 (backbones for segmentation) turns the strides that would go beyond it
+into dilations of the depthwise convs, as timm's and torchvision's dilated MobileNets do: the
+block that would have downsampled keeps the previous dilation, the blocks after it use the new
+one. :func:`pad_same` is a ``torch.fx`` leaf, so a traced ``_tf`` twin still computes its SAME
+padding from each input's size.
+
 The ``*_tf`` twins keep every BatchNorm. TensorFlow's released MobileNets have BN folded into
 the conv biases; such weights load losslessly as ``weight=1, bias=b, running_mean=0,
 running_var=1-eps`` (the BN is then exactly ``x + b`` in inference) while the model keeps real
@@ -143,6 +149,11 @@ def pad_same(
     return x
 
 
+# A traced graph calls pad_same as one node: the padding stays a function of the input size
+# (symbolic tracing would otherwise fail on the Python arithmetic, or bake in one size).
+torch.fx.wrap("pad_same")
+
+
 class Conv2dSame(nn.Conv2d):
     """A conv with TensorFlow "SAME" padding, computed from each input's size (as timm's)."""
 
@@ -156,12 +167,31 @@ class Conv2dSame(nn.Conv2d):
 
 def conv2d(
     in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1,
-    *, padding: Padding = "symmetric", bias: bool = False,
+    *, padding: Padding = "symmetric", bias: bool = False, dilation: int = 1,
 ) -> nn.Conv2d:  # fmt: skip
-    """A conv padded symmetrically by ``kernel // 2`` (GluonCV) or as TensorFlow's "SAME"."""
+    """A conv padded symmetrically by ``dilation * (kernel // 2)`` (GluonCV) or as TensorFlow's
+    "SAME"."""
     if padding == "same" and (stride > 1 or kernel % 2 == 0):  # else SAME is symmetric
-        return Conv2dSame(in_chs, out_chs, kernel, stride, groups=groups, bias=bias)
-    return nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=bias)
+        return Conv2dSame(
+            in_chs, out_chs, kernel, stride, dilation=dilation, groups=groups, bias=bias
+        )
+    pad = dilation * (kernel // 2)
+    return nn.Conv2d(in_chs, out_chs, kernel, stride, pad, dilation, groups=groups, bias=bias)
+
+
+def dilate(strides: Sequence[int], output_stride: int, reduction: int = 2) -> list[tuple[int, int]]:
+    """(stride, dilation) of each block after a stem of ``reduction``: a stride that would take
+    the reduction beyond ``output_stride`` becomes 1 and multiplies the dilation of the blocks
+    after it (the block itself keeps the previous dilation, as timm and GluonCV)."""
+    plan, dilation = [], 1
+    for stride in strides:
+        if reduction * stride > output_stride:
+            plan.append((1, dilation))
+            dilation *= stride
+        else:
+            plan.append((stride, dilation))
+            reduction *= stride
+    return plan
 
 
 class ConvBnAct(nn.Module):
@@ -170,9 +200,12 @@ class ConvBnAct(nn.Module):
     def __init__(
         self, in_chs: int, out_chs: int, kernel: int = 1, stride: int = 1, groups: int = 1,
         *, norm: Callable[[int], nn.Module], act: str | None, padding: Padding = "symmetric",
+        dilation: int = 1,
     ) -> None:  # fmt: skip
         super().__init__()
-        self.conv = conv2d(in_chs, out_chs, kernel, stride, groups, padding=padding)
+        self.conv = conv2d(
+            in_chs, out_chs, kernel, stride, groups, padding=padding, dilation=dilation
+        )
         self.bn = norm(out_chs)
         self.act = make_act(act)
 
@@ -190,14 +223,15 @@ class InvertedResidual(nn.Module):
     def __init__(
         self, in_chs: int, mid_chs: int, out_chs: int, kernel: int, stride: int,
         *, norm: Callable[[int], nn.Module], act: str, se_chs: int = 0,
-        padding: Padding = "symmetric",
+        padding: Padding = "symmetric", dilation: int = 1,
     ) -> None:  # fmt: skip
         super().__init__()
         self.has_shortcut = stride == 1 and in_chs == out_chs
         self.expand = ConvBnAct(in_chs, mid_chs, norm=norm, act=act) if mid_chs != in_chs else None
         self.dw = ConvBnAct(
-            mid_chs, mid_chs, kernel, stride, groups=mid_chs, norm=norm, act=act, padding=padding
-        )
+            mid_chs, mid_chs, kernel, stride, groups=mid_chs,
+            norm=norm, act=act, padding=padding, dilation=dilation,
+        )  # fmt: skip
         # GluonCV's MobileNetV3 SE: ReLU inside, hard-sigmoid gate, biased 1x1 convs.
         self.se = SqueezeExcite(mid_chs, se_chs, gate=F.hardsigmoid) if se_chs else None
         self.project = ConvBnAct(mid_chs, out_chs, norm=norm, act=None)
@@ -215,10 +249,13 @@ class InvertedResidual(nn.Module):
         return out + x if self.has_shortcut else out
 
 
-def stage_ends(stem: tuple[str, int], blocks: Sequence[tuple[str, int, int]]) -> list[FeatureInfo]:
-    """FeatureInfo of the last module at each resolution.
+def stage_ends(
+    stem: tuple[str, int], blocks: Sequence[tuple[str, int, int]], output_stride: int = 32
+) -> list[FeatureInfo]:
+    """FeatureInfo of the last module at each nominal resolution.
 
-    ``stem`` is (module, width) of the stride-2 stem; ``blocks`` (module, width, stride) in order.
+    ``stem`` is (module, width) of the stride-2 stem; ``blocks`` (module, width, nominal stride)
+    in order. A dilated stage (``output_stride`` < 32) is still a stage; its reduction is capped.
     The head conv after the blocks (v2's 1280, v3's 960/576) is not a stage, as in timm's v2.
     """
     info: list[FeatureInfo] = []
@@ -227,7 +264,7 @@ def stage_ends(stem: tuple[str, int], blocks: Sequence[tuple[str, int, int]]) ->
         if stride > 1:
             info.append(FeatureInfo(*previous))
             reduction *= stride
-        previous = (module, chs, reduction)
+        previous = (module, chs, min(reduction, output_stride))
     info.append(FeatureInfo(*previous))
     return info
 
@@ -238,12 +275,15 @@ def stage_ends(stem: tuple[str, int], blocks: Sequence[tuple[str, int, int]]) ->
 class DepthwiseSeparable(nn.Module):
     """MobileNetV1 block: 3x3 depthwise conv-BN-act, then 1x1 pointwise conv-BN-act."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, cfg: MobileNetConfig) -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, stride: int, dilation: int, cfg: MobileNetConfig
+    ) -> None:
         super().__init__()
         norm = make_norm(cfg.norm_layer, cfg.bn_eps)
         self.dw = ConvBnAct(
-            in_chs, in_chs, 3, stride, groups=in_chs, norm=norm, act=cfg.act, padding=cfg.padding
-        )
+            in_chs, in_chs, 3, stride, groups=in_chs,
+            norm=norm, act=cfg.act, padding=cfg.padding, dilation=dilation,
+        )  # fmt: skip
         self.pw = ConvBnAct(in_chs, out_chs, norm=norm, act=cfg.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -264,6 +304,9 @@ class _MobileNetBase(ClassifierModel):
     def classifier_bias(self) -> bool:
         return self.config.classifier_bias
 
+    def feature_sequence(self) -> list[str]:
+        return ["stem", *(f"blocks.{i}" for i in range(len(self.blocks)))]
+
 
 class MobileNetV1(_MobileNetBase):
     """stem 3x3/2 conv -> 13 depthwise-separable blocks -> global average pool -> fc."""
@@ -277,13 +320,16 @@ class MobileNetV1(_MobileNetBase):
         in_chs = int(32 * m)
         self._make_stem(cfg, in_chs)
         blocks, described = [], []
-        for index, (width, stride) in enumerate(V1_BLOCKS):
+        plan = dilate([s for _, s in V1_BLOCKS], cfg.output_stride)
+        for index, ((width, nominal), (stride, dilation)) in enumerate(
+            zip(V1_BLOCKS, plan, strict=True)
+        ):
             out_chs = int(width * m)
-            blocks.append(DepthwiseSeparable(in_chs, out_chs, stride, cfg))
-            described.append((f"blocks.{index}", out_chs, stride))
+            blocks.append(DepthwiseSeparable(in_chs, out_chs, stride, dilation, cfg))
+            described.append((f"blocks.{index}", out_chs, nominal))
             in_chs = out_chs
         self.blocks = nn.Sequential(*blocks)
-        self.feature_info = stage_ends(("stem", int(32 * m)), described)
+        self.feature_info = stage_ends(("stem", int(32 * m)), described, cfg.output_stride)
         self.num_features = in_chs
         self.reset_classifier(cfg.num_classes)
         init_weights(self)  # no residual branches: zero_init_last has nothing to zero
@@ -304,20 +350,23 @@ class MobileNetV2(_MobileNetBase):
         m = cfg.multiplier
         in_chs = int(32 * m)
         self._make_stem(cfg, in_chs)
+        rows = [
+            (t, int(width * m), s if i == 0 else 1)
+            for t, width, repeats, s in V2_STAGES
+            for i in range(repeats)
+        ]
         blocks, described = [], []
-        for t, width, repeats, first_stride in V2_STAGES:
-            out_chs = int(width * m)
-            for i in range(repeats):
-                stride = first_stride if i == 0 else 1
-                block = InvertedResidual(
-                    in_chs, in_chs * t, out_chs, 3, stride,
-                    norm=norm, act=cfg.act, padding=cfg.padding,
-                )  # fmt: skip
-                described.append((f"blocks.{len(blocks)}", out_chs, stride))
-                blocks.append(block)
-                in_chs = out_chs
+        plan = dilate([s for _, _, s in rows], cfg.output_stride)
+        for (t, out_chs, nominal), (stride, dilation) in zip(rows, plan, strict=True):
+            block = InvertedResidual(
+                in_chs, in_chs * t, out_chs, 3, stride,
+                norm=norm, act=cfg.act, padding=cfg.padding, dilation=dilation,
+            )  # fmt: skip
+            described.append((f"blocks.{len(blocks)}", out_chs, nominal))
+            blocks.append(block)
+            in_chs = out_chs
         self.blocks = nn.Sequential(*blocks)
-        self.feature_info = stage_ends(("stem", int(32 * m)), described)
+        self.feature_info = stage_ends(("stem", int(32 * m)), described, cfg.output_stride)
         head_chs = int(1280 * m) if m > 1.0 else 1280
         self.conv_head = ConvBnAct(in_chs, head_chs, norm=norm, act=cfg.act)
         self.num_features = head_chs

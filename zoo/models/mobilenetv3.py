@@ -33,7 +33,7 @@ from zoo.models.layers import (
     make_norm,
     require,
 )
-from zoo.models.mobilenet import InvertedResidual, conv2d, make_act, stage_ends
+from zoo.models.mobilenet import InvertedResidual, conv2d, dilate, make_act, stage_ends
 from zoo.preprocess import Preprocess
 from zoo.registry import register_family
 
@@ -112,17 +112,22 @@ class MobileNetV3(ClassifierModel):
         ]
         self.first_conv = "features.0"
         described = []
-        for kernel, expanded, width, se, act, stride in V3_BLOCKS[cfg.size]:
+        rows = V3_BLOCKS[cfg.size]
+        plan = dilate([row[-1] for row in rows], cfg.output_stride)
+        for row, (stride, dilation) in zip(rows, plan, strict=True):
+            kernel, expanded, width, se, act, nominal = row
             mid_chs, out_chs = make_divisible(expanded * m), make_divisible(width * m)
             se_chs = make_divisible(mid_chs // 4) if se else 0
-            described.append((f"features.{len(layers)}", out_chs, stride))
-            layers.append(
-                InvertedResidual(
-                    in_chs, mid_chs, out_chs, kernel, stride, norm=norm, act=act, se_chs=se_chs
-                )
-            )
+            described.append((f"features.{len(layers)}", out_chs, nominal))
+            block = InvertedResidual(
+                in_chs, mid_chs, out_chs, kernel, stride,
+                norm=norm, act=act, se_chs=se_chs, dilation=dilation,
+            )  # fmt: skip
+            layers.append(block)
             in_chs = out_chs
-        self.feature_info = stage_ends(("features.2", make_divisible(16 * m)), described)
+        self.feature_info = stage_ends(
+            ("features.2", make_divisible(16 * m)), described, cfg.output_stride
+        )
         final_chs = make_divisible(FINAL_CHS[cfg.size] * m)
         layers += [conv2d(in_chs, final_chs, 1), norm(final_chs), make_act("hard_swish")]
         self.head_start = len(layers)  # features[head_start:] run in forward_head
@@ -150,11 +155,20 @@ class MobileNetV3(ClassifierModel):
     def classifier_in_features(self) -> int:
         return self.head_hidden_size  # the classifier follows the 1280-wide head conv
 
+    def feature_sequence(self) -> list[str]:
+        last = int(self.feature_info[-1].module.split(".")[1])
+        return [f"features.{i}" for i in range(last + 1)]
+
+    # Indexing, not slicing: a slice is a new, unregistered Sequential that torch.fx cannot trace.
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features[: self.head_start](x)
+        for i in range(self.head_start):
+            x = self.features[i](x)
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.features[self.head_start :](x).flatten(1)
+        for i in range(self.head_start, len(self.features)):
+            x = self.features[i](x)
+        x = x.flatten(1)
         if self.drop_rate > 0:
             x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)

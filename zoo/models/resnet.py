@@ -44,14 +44,12 @@ class ResNetConfig(CommonConfig):
     cardinality: int = 1  # ResNeXt groups of the 3x3 conv
     base_width: int = 64  # ResNeXt width per group at the first stage
     se_reduction: int = 0  # Squeeze-and-Excitation reduction; 0 = no SE
-    output_stride: Literal[8, 16, 32] = 32  # < 32 dilates the last stages (backbones)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.block in ("basic", "bottleneck"), "block must be 'basic' or 'bottleneck'")
         require(self.stem in ("plain", "deep"), "stem must be 'plain' or 'deep'")
         require(len(self.layers) == 4 and min(self.layers) >= 1, "layers: four positive counts")
-        require(self.output_stride in (8, 16, 32), "output_stride must be 8, 16 or 32")
         require(self.stem_width >= 1 and self.cardinality >= 1, "widths must be positive")
         require(
             self.block == "bottleneck" or (self.cardinality, self.base_width) == (1, 64),
@@ -249,6 +247,9 @@ class ResNet(ClassifierModel):
     @property
     def stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def feature_sequence(self) -> list[str]:
+        return ["conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv1(x)))
