@@ -27,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "UnknownModelError": "zoo.registry",
     "evaluate": "zoo.inference",
     "export_model": "zoo.export",
+    "freeze_bn": "zoo.transfer",
+    "freeze_stages": "zoo.transfer",
     "get_model": "zoo.factory",
     "get_transforms": "zoo.transforms",
     "list_models": "zoo.api",
@@ -35,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "optimize": "zoo.optimization",
     "predict": "zoo.inference",
     "save_model": "zoo.save",
+    "sync_batchnorm": "zoo.transfer",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; `X as X` marks a re-export
@@ -52,6 +55,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; `X as X` marks a re-export
     from zoo.optimization import optimize as optimize
     from zoo.registry import UnknownModelError as UnknownModelError
     from zoo.save import save_model as save_model
+    from zoo.transfer import freeze_bn as freeze_bn
+    from zoo.transfer import freeze_stages as freeze_stages
+    from zoo.transfer import sync_batchnorm as sync_batchnorm
     from zoo.transforms import get_transforms as get_transforms
     from zoo.weights import list_weights as list_weights
 
