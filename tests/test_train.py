@@ -221,3 +221,21 @@ def test_nan_loss_stops_naming_the_step(tmp_path: Path) -> None:
             out=tmp_path / "run",
             progress=False,
         )
+
+
+@needs_imagenette
+def test_distillation_from_a_zoo_checkpoint(tmp_path: Path) -> None:
+    data = subset(tmp_path / "data", {"train": 8, "val": 2}, classes=2)
+    common = dict(epochs=1, img_size=32, batch_size=8, progress=False)
+    train("resnet18_v1d", data, recipe="imagenette", overrides=["workers=0"],
+          out=tmp_path / "teacher", **common)  # fmt: skip
+    teacher_file = tmp_path / "teacher" / "final.safetensors"
+    student = train("mobilenetv2_0_25", data, recipe="bag_of_tricks", teacher="resnet18_v1d",
+                    teacher_pretrained=str(teacher_file), out=tmp_path / "student",
+                    overrides=["workers=0", "tricks.distill_temperature=4"], **common)  # fmt: skip
+    assert student.finished
+    args = json.loads((tmp_path / "student" / "run.json").read_text())
+    assert args["teacher"] == "resnet18_v1d" and args["teacher_pretrained"] == str(teacher_file)
+    # the KD term makes the training loss larger than a plain CE run's (T² · soft CE > 0)
+    log = [json.loads(x) for x in (tmp_path / "student" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["train_loss"] > 1.0

@@ -205,3 +205,33 @@ def test_layout_plans_accumulation() -> None:
     assert Layout.plan(96, 40, 1).accum == 3  # 32 per micro-batch, not 40+40+16
     with pytest.raises(ValueError, match="not divisible by 3 processes"):
         Layout.plan(256, 0, 3)
+
+
+def test_teacher_renormalises_resizes_and_picks_the_students_classes() -> None:
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from zoo.preprocess import Preprocess
+    from zoo.training.teacher import Teacher
+
+    net = zoo.get_model("mobilenet0_25").eval()
+    imagenet_pre = Preprocess(crop=48, resize=55)
+    net.pretrained_cfg = dataclasses.replace(
+        net.pretrained_cfg, labels="imagenet-1k", preprocess=imagenet_pre
+    )
+    student_pre = Preprocess(crop=32, resize=37, mean=(0.5,) * 3, std=(0.5,) * 3)
+    wnids = ("n02102040", "n01440764")  # Imagenette folders: ImageNet classes 217 and 0
+    teacher = Teacher(net, student_pre, wnids)
+    x = torch.randn(2, 3, 32, 32)
+    pixels = x * 0.5 + 0.5
+    mean, std = torch.tensor(imagenet_pre.mean), torch.tensor(imagenet_pre.std)
+    expected_in = (pixels - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    expected_in = F.interpolate(expected_in, size=(48, 48), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        expected = net(expected_in)[:, [217, 0]]
+    assert torch.allclose(teacher(x), expected, atol=1e-5)
+    teacher.train()
+    assert not teacher.model.training  # a teacher never trains its BN statistics
+    with pytest.raises(ValueError, match="not in the model's label set"):
+        Teacher(net, student_pre, ("not_a_class",))
