@@ -1,10 +1,10 @@
 """``zoo weights add RUN_DIR --tag TAG``: a finished run becomes hub weights.
 
-The run's ``final.safetensors`` is copied beside the manifest (so deleting the run directory
-does not break the tag), hashed, and recorded as a format-3 entry: the run's own class ids and
-names, its measured val metrics, the resolved recipe, the data fingerprint and the zoo version.
-The manifest is ``$ZOO_HOME/manifest.json`` unless another path is given; it is validated
-before it replaces the old one, atomically.
+The run's ``final.safetensors`` is copied beside the manifest into ``registered/`` (so deleting
+the run directory does not break the tag), hashed, and recorded as a format-3 entry: the run's
+own class ids and names, its measured val metrics, the resolved recipe, the data fingerprint and
+the zoo version. The manifest is ``$ZOO_HOME/manifest.json`` unless another path is given; it is
+validated before it replaces the old one, atomically.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def add_weights(
     default = default or not (others or siblings)  # the arch's first weights are its default
 
     sha = _sha256(final)
-    store = path.parent / "weights" / f"{arch}.{tag}-{sha[:8]}.safetensors"
+    # beside the manifest, apart from $ZOO_HOME/weights (the cache of converted downloads)
+    store = path.parent / "registered" / f"{arch}.{tag}-{sha[:8]}.safetensors"
     with atomic_path(store) as tmp:
         shutil.copyfile(final, tmp)
     labels = list(meta.labels) if isinstance(meta.labels, tuple) else meta.labels
