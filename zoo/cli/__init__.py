@@ -48,6 +48,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "cache": Command("cache", "list, remove or verify cached downloads"),
     "train": Command("train", "train a model with a recipe (the paper's tricks as switches)"),
+    "finetune": Command(
+        "finetune", "classification transfer: new head, lower backbone LR, frozen stages/BN"
+    ),
     "recipes": Command("train", "list training recipes, or show one resolved"),
     "ablate": Command("ablate", "the paper's Table-6 ladder of tricks, rung by rung, as runs"),
     "weights": Command("train", "register a finished training run as hub weights (weights add)"),

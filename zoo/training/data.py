@@ -13,6 +13,7 @@ ran before, so a run resumed mid-epoch sees exactly the images the uninterrupted
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -94,6 +95,19 @@ def scan_dataset(data_dir: str | os.PathLike) -> tuple[Split, Split]:
         )
     train = scan_split(root / "train")
     return train, scan_split(root / "val", train.classes)
+
+
+def limit_per_class(split: Split, n: int) -> Split:
+    """The first ``n`` samples (in file-name order) of each class; ``n=0`` keeps all."""
+    if n <= 0:
+        return split
+    counts: dict[int, int] = {}
+    kept = []
+    for path, target in split.samples:
+        counts[target] = counts.get(target, 0) + 1
+        if counts[target] <= n:
+            kept.append((path, target))
+    return dataclasses.replace(split, samples=tuple(kept))
 
 
 def fingerprint(data_dir: str | os.PathLike) -> str:

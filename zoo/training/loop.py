@@ -23,7 +23,7 @@ from torch import nn
 from zoo.training import data as D
 from zoo.training import distributed, rundir
 from zoo.training.losses import distillation_loss, mixup, smooth_targets, soft_cross_entropy
-from zoo.training.params import EMA, param_groups
+from zoo.training.params import EMA, param_groups, prepare_finetune
 from zoo.training.recipe import Recipe, load_resolved, resolve
 from zoo.training.schedule import StepPlan, lr_at
 
@@ -78,7 +78,7 @@ def _build_model(args: RunArgs, recipe: Recipe, num_classes: int, d: distributed
         model = zoo.get_model(
             args.model, num_classes=num_classes, zero_init_last=recipe.tricks.zero_gamma
         )
-    return model
+    return prepare_finetune(model, recipe.finetune)
 
 
 def _build_teacher(
@@ -185,6 +185,7 @@ def _run(
 
     wall_start = time.perf_counter()
     train_split, val_split = D.scan_dataset(args.data)
+    train_split = D.limit_per_class(train_split, rec.limit_per_class)
     class_ids = train_split.classes
     torch.manual_seed(rec.seed)  # the initial weights are part of what a seed reproduces
     model = _build_model(args, rec, len(class_ids), d)
@@ -214,7 +215,7 @@ def _run(
         teacher.to(d.device, memory_format=torch.channels_last)
     ddp = distributed.wrap(model, d)
     optimizer = torch.optim.SGD(
-        param_groups(model, rec.optim.weight_decay, rec.optim.no_bias_decay),
+        param_groups(model, rec.optim.weight_decay, rec.optim.no_bias_decay, rec.finetune),
         lr=rec.optim.lr,
         momentum=rec.optim.momentum,
         nesterov=rec.optim.nesterov,
@@ -351,7 +352,7 @@ def _train_steps(ctx: _Ctx, st: _State, stop_after: int | None, show: bool) -> b
                 if micro == 0:
                     lr = lr_at(st.step, ctx.plan)
                     for group in ctx.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)  # finetune: per part
                     torch.manual_seed(rec.seed * 1_000_003 + st.step)  # dropout, per step
                 images = images.to(ctx.d.device, non_blocking=True)
                 if rec.channels_last:

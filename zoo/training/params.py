@@ -7,13 +7,29 @@ import copy
 import torch
 from torch import nn
 
+from zoo.training.recipe import Finetune
 
-def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> list[dict]:
+
+def param_groups(
+    model: nn.Module, weight_decay: float, no_bias_decay: bool, finetune: Finetune | None = None
+) -> list[dict]:
     """§3.1 "no bias decay": decay only conv and linear weights; biases and norm γ/β get none.
 
     A parameter is a "weight that decays" when it has more than one dimension: conv kernels and
     linear matrices do, biases and BatchNorm's γ/β (and anything else 1-D) do not.
+    With ``finetune`` LR multipliers other than 1, backbone and classifier get separate groups
+    whose ``lr_scale`` multiplies the schedule's LR (``zoo.transfer.param_groups``).
     """
+    if finetune is not None and (finetune.backbone_lr_mult, finetune.head_lr_mult) != (1.0, 1.0):
+        from zoo import transfer
+
+        return transfer.param_groups(
+            model,
+            weight_decay=weight_decay,
+            no_bias_decay=no_bias_decay,
+            backbone_lr_mult=finetune.backbone_lr_mult,
+            head_lr_mult=finetune.head_lr_mult,
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     if not no_bias_decay:
         return [{"params": params, "weight_decay": weight_decay}]
@@ -23,6 +39,17 @@ def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> 
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def prepare_finetune(model: nn.Module, finetune: Finetune) -> nn.Module:
+    """Freeze what the recipe's ``[finetune]`` section asks (stages, then every BatchNorm)."""
+    if finetune.freeze_stages or finetune.freeze_bn:
+        from zoo import transfer
+
+        transfer.freeze_stages(model, finetune.freeze_stages)
+        if finetune.freeze_bn:
+            transfer.freeze_bn(model)
+    return model
 
 
 class EMA:

@@ -114,6 +114,26 @@ class Tricks:
 
 
 @dataclass(frozen=True)
+class Finetune:
+    """Transfer from pretrained weights (``zoo finetune``); the defaults change nothing.
+
+    The LR multipliers scale the schedule's LR for the pretrained backbone and for the new
+    classifier; ``freeze_stages`` freezes the first N of the 5 stages (stem first: weights and
+    BN statistics), ``freeze_bn`` every BatchNorm (FrozenBatchNorm2d: fixed statistics and γ/β).
+    """
+
+    backbone_lr_mult: float = 1.0
+    head_lr_mult: float = 1.0
+    freeze_stages: int = 0
+    freeze_bn: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.backbone_lr_mult >= 0, "finetune.backbone_lr_mult must be >= 0")
+        _check(self.head_lr_mult > 0, "finetune.head_lr_mult must be > 0")
+        _check(0 <= self.freeze_stages <= 5, "finetune.freeze_stages must be in 0..5")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """One literal table of hyper-parameters; what a run did is its resolved recipe."""
 
@@ -127,10 +147,12 @@ class Recipe:
     channels_last: bool = True
     seed: int = 0
     workers: int = 2  # DataLoader workers per process
+    limit_per_class: int = 0  # train on the first N images of each class (sorted); 0 = all
     optim: Optim = field(default_factory=Optim)
     schedule: Schedule = field(default_factory=Schedule)
     augment: Augment = field(default_factory=Augment)
     tricks: Tricks = field(default_factory=Tricks)
+    finetune: Finetune = field(default_factory=Finetune)
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "epochs must be > 0")
@@ -139,6 +161,7 @@ class Recipe:
         _check(self.img_size >= 8, "img_size must be >= 8")
         _check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
         _check(self.workers >= 0, "workers must be >= 0")
+        _check(self.limit_per_class >= 0, "limit_per_class must be >= 0")
         _check(self.schedule.warmup_epochs <= self.epochs, "schedule.warmup_epochs exceeds epochs")
         _check(self.tricks.mixup_off_epochs <= self.epochs, "tricks.mixup_off_epochs > epochs")
 
@@ -164,7 +187,13 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)  # str, int, float: JSON spells them as TOML does
 
 
-_SECTIONS = {"optim": Optim, "schedule": Schedule, "augment": Augment, "tricks": Tricks}
+_SECTIONS = {
+    "optim": Optim,
+    "schedule": Schedule,
+    "augment": Augment,
+    "tricks": Tricks,
+    "finetune": Finetune,
+}
 
 
 def _unknown(keys: set[str], valid: set[str], where: str) -> None:
