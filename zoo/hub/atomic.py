@@ -9,6 +9,9 @@ temporary file. Torch-free, like the rest of :mod:`zoo.hub`.
 
 Resumable downloads are the one exception: they keep their ``.incomplete`` partial on purpose
 (see :mod:`zoo.hub.fetch`).
+
+Mode: every file written here gets ``0666 & ~umask``, like any file the process creates (and
+like the files of pip's and Hugging Face's caches), not mkstemp's owner-only ``0600``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import IO, Literal
 
@@ -42,6 +46,9 @@ def atomic_path(final: str | os.PathLike[str], *, suffix: str = TEMP_SUFFIX) -> 
     try:
         yield tmp
         _sync(tmp)
+        # mkstemp makes the file owner-only (0600), and some writers re-create it: set, last,
+        # what any new file gets, 0666 less the umask, as pip's and Hugging Face's caches do.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -55,6 +62,14 @@ def atomic_write(final: str | os.PathLike[str], mode: Literal["wb", "w"] = "wb")
     encoding = "utf-8" if mode == "w" else None
     with atomic_path(final) as tmp, open(tmp, mode, encoding=encoding) as f:
         yield f
+
+
+@cache
+def _umask() -> int:
+    """The process umask (read once: reading it means setting it, which is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _sync(path: Path) -> None:

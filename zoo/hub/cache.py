@@ -114,6 +114,10 @@ class TofuRecord:
     size: int
     url: str
     recorded_at: str  # ISO 8601, UTC
+    # Until a caller confirms the file is what it should be (zoo.weights: converted and
+    # checked), the record is provisional: `cache verify` says so, and a caller that finds the
+    # file bad drops file and record together (drop_provisional) instead of reusing it forever.
+    provisional: bool = False
 
 
 def _tofu_file() -> Path:
@@ -158,12 +162,15 @@ def recorded_hash(key: str) -> TofuRecord | None:
             size=int(raw["size"]),  # type: ignore[call-overload]
             url=str(raw.get("url", "")),
             recorded_at=str(raw.get("recorded_at", "?")),
+            provisional=raw.get("provisional") is True,
         )
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def record_hash(key: str, sha256: str, size: int, url: str) -> TofuRecord:
+def record_hash(
+    key: str, sha256: str, size: int, url: str, *, provisional: bool = True
+) -> TofuRecord:
     """Record the first download of ``key``; an existing record is kept (first use wins)."""
     with _tofu_lock():
         data = _read_tofu()
@@ -172,10 +179,41 @@ def record_hash(key: str, sha256: str, size: int, url: str) -> TofuRecord:
             if existing is not None:
                 return existing
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-        record = TofuRecord(sha256=sha256, size=size, url=url, recorded_at=now)
+        record = TofuRecord(sha256, size, url, now, provisional)
         data[key] = asdict(record)
         _write_json_atomic(_tofu_file(), data)
         return record
+
+
+def confirm_recorded(key: str) -> bool:
+    """Mark the first-use record of ``key`` as confirmed (the file proved good); False if
+    there is no provisional record."""
+    with _tofu_lock():
+        data = _read_tofu()
+        raw = data.get(key)
+        if not isinstance(raw, dict) or raw.get("provisional") is not True:
+            return False
+        data[key] = {k: v for k, v in raw.items() if k != "provisional"}
+        _write_json_atomic(_tofu_file(), data)
+        return True
+
+
+def drop_provisional(key: str) -> bool:
+    """Remove the cached file of ``key`` and its record if the record is still provisional
+    (a first download that turned out bad); a confirmed record and its file stay. Returns
+    whether anything was dropped."""
+    final = path_for_key(key)
+    lock = filelock.FileLock(str(lock_path(final)), timeout=60)
+    with lock, _tofu_lock():
+        data = _read_tofu()
+        raw = data.get(key)
+        if not isinstance(raw, dict) or raw.get("provisional") is not True:
+            return False
+        final.unlink(missing_ok=True)
+        del data[key]
+        _write_json_atomic(_tofu_file(), data)
+    log.warning("dropped %s and its first-use hash: the file did not convert", key)
+    return True
 
 
 def forget_recorded(key: str) -> bool:
@@ -315,6 +353,13 @@ def forget_matching(pattern: str) -> list[str]:
     return keys
 
 
+_PROVISIONAL = (
+    "provisional: matches the hash recorded on its first download, but nothing has confirmed "
+    "that download is good yet (`zoo download` of its weights converts and confirms it; "
+    "`zoo cache rm --forget {}` drops it)"
+)
+
+
 def verify_cache() -> list[VerifyResult]:
     """Re-hash every complete cached file against the hash in its key or its TOFU record."""
     tofu = _read_tofu()
@@ -347,6 +392,9 @@ def verify_cache() -> list[VerifyResult]:
             expected = str(record.get("sha256"))
             ok = digest.sha256 == expected and digest.size == record.get("size")
             how, origin = "sha256", " (recorded on first use)"
+            if ok and record.get("provisional") is True:
+                results.append(VerifyResult(entry, None, _PROVISIONAL.format(entry.filename)))
+                continue
         if ok:
             results.append(VerifyResult(entry, True, f"{how} ok{origin}"))
         else:

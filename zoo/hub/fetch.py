@@ -18,7 +18,13 @@ Guarantees (see :mod:`zoo.hub.cache` for the on-disk layout):
   connections and DNS failures move on at once; 5xx, resets, timeouts and truncated bodies are
   retried with exponential backoff. ``deadline`` bounds everything, lock waits included.
 * With no hash, the first download's sha256/size is recorded (trust on first use) and every
-  later download of the same cache key must match it.
+  later download of the same cache key must match it. The record is *provisional*: a plain
+  ``fetch`` caller gets the file, reused by later calls without the network, and ``zoo cache
+  verify`` reports it as provisional until the caller confirms the file is good
+  (:func:`~zoo.hub.cache.confirm_recorded`) or drops file and record because it is not
+  (:func:`~zoo.hub.cache.drop_provisional`, then the next fetch downloads again).
+  :mod:`zoo.weights` confirms once the file converted into a checked checkpoint and drops it
+  when the conversion fails.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import filelock
@@ -148,6 +154,7 @@ def fetch(
     quiet: bool | None = None,
     deadline: float | None = None,
     local: Sequence[LocalFile] = (),
+    local_root: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Return the path of a verified cached copy of the file, downloading it if needed.
 
@@ -157,6 +164,9 @@ def fetch(
     ``filename`` (default: basename of the first source) must be a single safe path component.
     ``deadline`` is in seconds (default ``$ZOO_DEADLINE`` or 3600). ``local``: copies in other
     libraries' caches (:func:`~zoo.hub.local_caches.find_local`), tried before any source.
+    ``local_root``: local sources must really lie in this folder (e.g. the folder of the
+    manifest naming them); a symlink out of it is refused, as one out of a ``ZOO_MIRROR``
+    folder always is.
 
     Raises ``ValueError`` for bad arguments, else a :class:`~zoo.hub.errors.FetchError`:
     ``HashMismatchError``, ``OfflineError``, ``DeadlineExceededError`` or
@@ -164,6 +174,9 @@ def fetch(
     """
     given, expected, filename, key = _identify(urls, sha256, sha1, size, filename)
     sources = [parse_source(s) for s in given]  # bad sources fail before any I/O
+    if local_root is not None:
+        root = os.fspath(local_root)
+        sources = [replace(s, root=root) if s.kind == "local" else s for s in sources]
     final = path_for_key(key)
 
     if _is_cached(final, _with_tofu(expected, key).size):
@@ -276,8 +289,22 @@ def _from_http(
     raise AssertionError("unreachable")
 
 
+def _escapes(source: Source) -> bool:
+    """Whether the local file is a symlink leading out of its source's folder. (A path the
+    manifest names outside its folder is its author's choice; a link is somebody else's.)"""
+    if source.root is None or not os.path.islink(source.location):
+        return False
+    real, root = os.path.realpath(source.location), os.path.realpath(source.root)
+    return os.path.commonpath([real, root]) != root
+
+
 def _from_local(source: Source, part: Path, expected: _Expected) -> FileDigest:
     src = Path(source.location)
+    if _escapes(source):
+        raise SourceFailed(
+            f"refused: a symlink to {os.path.realpath(src)}, outside {source.root}; copy the "
+            "file into that folder instead"
+        )
     try:
         st = src.stat()
     except FileNotFoundError:

@@ -32,6 +32,10 @@ class Source:
     label: str
     is_mirror: bool = False
     headers: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # "local" only: the folder the file must really lie in (a ZOO_MIRROR folder, the folder of
+    # the manifest naming it); a symlink leading elsewhere is refused, or a shared cache would
+    # hand out a private file.
+    root: str | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -143,6 +147,7 @@ def mirror_sources(filename: str) -> list[Source]:
             continue
         if mirror.lower().startswith("file://"):
             mirror = unquote(urlsplit(mirror).path)
-        path = str(Path(mirror).expanduser() / filename)
-        found.append(Source("local", path, path, is_mirror=True))
+        folder = Path(mirror).expanduser()
+        path = str(folder / filename)
+        found.append(Source("local", path, path, is_mirror=True, root=str(folder)))
     return found

@@ -117,13 +117,15 @@ def _member_path(file: ArtifactFile) -> Path:
     return zoo_home() / "extracted" / archive_key.partition("/")[0] / file.member
 
 
-def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
+def fetch_file(file: ArtifactFile, quiet: bool | None = None, root: Path | None = None) -> Path:
     """Fetch one artifact file as :func:`plan_file` plans it; for an archive member, extract
-    it (or copy it from GluonCV's cache) and verify the member."""
+    it (or copy it from GluonCV's cache) and verify the member. ``root``: the folder of the
+    manifest naming the file; a local source must really lie in it (no symlink out)."""
     plan = plan_file(file)
     if file.member is None:
         return fetch(file.sources, sha256=file.sha256, sha1=file.sha1, size=file.size,
-                     filename=file.name, quiet=quiet, local=plan.local)  # fmt: skip
+                     filename=file.name, quiet=quiet, local=plan.local,
+                     local_root=root)  # fmt: skip
     member = _member_path(file)
     if not member.is_file():
         refused = []
@@ -133,7 +135,9 @@ def fetch_file(file: ArtifactFile, quiet: bool | None = None) -> Path:
                 return member  # verified while copied
             refused.append(reason)
         try:
-            archive = fetch(file.sources, filename=file.name, quiet=quiet)  # hash: the member's
+            archive = fetch(
+                file.sources, filename=file.name, quiet=quiet, local_root=root
+            )  # fmt: skip  (the hash is the member's)
         except FetchError as err:
             if not refused:
                 raise

@@ -7,18 +7,27 @@ answered from the file and the record next to it. Only building a missing checkp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import filelock
 
 from zoo.errors import is_anticipated, user_message
-from zoo.hub import DeadlineExceededError, hash_file, zoo_home
+from zoo.hub import (
+    DeadlineExceededError,
+    cache_key,
+    confirm_recorded,
+    drop_provisional,
+    hash_file,
+    zoo_home,
+)
 from zoo.hub.atomic import atomic_write
 from zoo.hub.config import default_deadline
 from zoo.weights.artifacts import fetch_file, plan_artifacts
-from zoo.weights.manifest import WeightsEntry
+from zoo.weights.manifest import Artifact, WeightsEntry
 
 log = logging.getLogger("zoo")
 
@@ -59,46 +68,115 @@ def ensure_checkpoint(entry: WeightsEntry, *, quiet: bool | None = None) -> Path
     with lock:
         if _is_recorded(out):
             return out
+        remove_stale_temporaries(out)  # under the lock: nobody else is writing them now
         failures = []
         for plan in plan_artifacts(entry):
             artifact = plan.artifact
             try:
-                paths = [fetch_file(f, quiet) for f in artifact.files]
+                paths = [fetch_file(f, quiet, _manifest_folder(entry)) for f in artifact.files]
                 conversion.build_checkpoint(entry, artifact, paths, out)
                 _write_record(out, artifact.format)
-                return out
             except Exception as err:
                 # Whatever an artifact's bytes cause (hash, parse, decompression, torch,
                 # nesting) is that artifact's failure: try the next one. A bug is not.
                 if not is_anticipated(err):
                     raise
-                failures.append(f"  artifact {plan.index} ({artifact.format}): {user_message(err)}")
+                dropped = _drop_first_use_files(artifact)
+                reason = user_message(err) + (f" (dropped {', '.join(dropped)})" if dropped else "")
+                failures.append(f"  artifact {plan.index} ({artifact.format}): {reason}")
                 log.info("%s: artifact %d failed, trying the next: %s", entry.name, plan.index, err)
+                continue
+            for key in _first_use_keys(artifact):
+                confirm_recorded(key)  # converted and checked: the first-use hash is trusted
+            return out
         raise WeightsUnavailableError(
             f"could not get weights {entry.name}; every alternative failed:\n" + "\n".join(failures)
         )
+
+
+def _manifest_folder(entry: WeightsEntry) -> Path | None:
+    """Where the entry's local sources must lie: the folder of the manifest naming them."""
+    return Path(entry.origin).resolve().parent if entry.origin else None
+
+
+def _first_use_keys(artifact: Artifact) -> list[str]:
+    """Cache keys of the artifact's downloads that only trust on first use vouches for: files
+    without a published hash, and archives (their hash is the member's)."""
+    return [
+        cache_key(f.name, source=f.sources[0])
+        for f in artifact.files
+        if f.member is not None or not (f.sha256 or f.sha1)
+    ]
+
+
+def _drop_first_use_files(artifact: Artifact) -> list[str]:
+    """After a failure, drop what was trusted on first use only, file and record, so that the
+    next run downloads again instead of reusing a bad first download (an HTML error page, a
+    truncated body); files with a published hash are verified and stay."""
+    return [key.partition("/")[2] for key in _first_use_keys(artifact) if drop_provisional(key)]
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Temporary files of ``out`` left by a process killed while writing it (zoo.hub.atomic
+    names them ``.<name>.<random><suffix>``). Only call while holding ``out``'s lock."""
+    removed = []
+    stale = [*out.parent.glob(f".{out.name}.*"), *out.parent.glob(f".{_record_path(out).name}.*")]
+    for tmp in stale:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+            log.info("removed %s, left by an interrupted conversion", tmp)
+    return removed
 
 
 def _record_path(out: Path) -> Path:
     return out.with_suffix(".json")
 
 
-def _write_record(out: Path, artifact_format: str) -> None:
-    digest = hash_file(out)
-    record = {"sha256": digest.sha256, "size": digest.size, "artifact": artifact_format}
+def _fingerprint(st: os.stat_result) -> list[int]:
+    """What changes whenever the file is written, renamed over or replaced: the kernel sets
+    ctime on every change, and nothing can set it back."""
+    return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _write_record(out: Path, artifact_format: str, *, sha256: str | None = None) -> None:
+    digest_sha256 = sha256 or hash_file(out).sha256
+    st = out.stat()
+    record = {
+        "sha256": digest_sha256,
+        "size": st.st_size,
+        "artifact": artifact_format,
+        "fingerprint": _fingerprint(st),
+    }
     with atomic_write(_record_path(out), "w") as f:
         json.dump(record, f, indent=1)
 
 
 def _is_recorded(out: Path) -> bool:
-    """The converted file exists and still has the size recorded when it was written.
+    """The converted file exists and is the one verified when it was written.
 
-    A full re-hash on every load would cost more than the load; `zoo cache verify` re-hashes.
+    A full re-hash on every load would cost more than the (memory-mapped) load itself, so the
+    record keeps the file's stat fingerprint: unchanged, the file is the verified one; changed
+    at all (written to, copied, restored), it is re-hashed once and used only if it still has
+    the recorded sha256 -- otherwise it is converted again, with a warning. `zoo cache verify`
+    re-hashes every file (bit rot below the filesystem leaves no trace in the fingerprint).
     """
     try:
         record = json.loads(_record_path(out).read_text())
-        return out.stat().st_size == record["size"]
-    except (OSError, ValueError, KeyError):
+        st = out.stat()
+        if not isinstance(record, dict) or st.st_size != record["size"]:
+            return False
+        if record.get("fingerprint") == _fingerprint(st):
+            return True
+        if hash_file(out).sha256 != record["sha256"]:
+            log.warning(
+                "%s changed after it was converted (sha256 differs from its record): "
+                "converting it again", out,
+            )  # fmt: skip
+            return False
+        _write_record(out, str(record.get("artifact", "")), sha256=record["sha256"])
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
