@@ -217,3 +217,48 @@ def test_manifest_local_source_symlink_out_of_its_folder_is_refused(tmp_path, mo
     # named directly (not through a link), the file outside is the manifest author's choice
     _manifest(tmp_path, monkeypatch, [_unhashed("w.safetensors", str(outside))], tag="d_in1k")
     zoo.get_model("resnet18_v1b", pretrained="d_in1k")
+
+
+# ------------------------------------------------------------------- the cache you can see
+
+
+def test_cache_ls_and_rm_cover_checkpoints_and_members(tmp_path, http_server, monkeypatch, r18,
+                                                       capsys):  # fmt: skip
+    from zoo.cli import main as cli
+    from zoo.weights import fetch_file
+    from zoo.weights.manifest import ArtifactFile
+
+    data, _ = r18
+    url = http_server.add("/ls.safetensors", data)
+    _manifest(tmp_path, monkeypatch, [_unhashed("ls.safetensors", url)])
+    zoo.get_model("resnet18_v1b", pretrained="t_in1k")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("inner.params", b"member bytes")
+    archive = http_server.add("/a.zip", buffer.getvalue())
+    member = fetch_file(ArtifactFile(name="a.zip", sources=(archive,), member="inner.params",
+                                     sha1=hashlib.sha1(b"member bytes").hexdigest()))  # fmt: skip
+    assert cli(["cache", "ls", "--json"]) == 0
+    listed = {(i["kind"], i["filename"]) for i in json.loads(capsys.readouterr().out)}
+    key_dir = member.parent.name
+    assert listed == {("download", "ls.safetensors"), ("download", "a.zip"),
+                      ("checkpoint", "resnet18_v1b.t_in1k"),
+                      ("member", f"{key_dir}/inner.params")}  # fmt: skip
+    assert cli(["cache", "ls"]) == 0
+    assert "2 download(s), 1 converted checkpoint(s), 1 extracted member(s)" in (
+        capsys.readouterr().out
+    )
+    out = checkpoint_path(find_entry("resnet18_v1b", "t_in1k"))
+    assert cli(["cache", "rm", "resnet18_v1b.t_in1k"]) == 0
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    # forgetting a download removes what was made from it: the archive's member
+    assert cli(["cache", "rm", "--forget", "a.zip"]) == 0
+    assert not member.exists()
+    # and the checkpoint made from a forgotten download
+    zoo.get_model("resnet18_v1b", pretrained="t_in1k")
+    assert out.exists()
+    assert cli(["cache", "rm", "--forget", "ls.safetensors"]) == 0
+    assert not out.exists()
+    capsys.readouterr()
+    assert cli(["cache", "ls", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

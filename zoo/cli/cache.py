@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+from collections import Counter
 
 from zoo.cli.output import human_size, print_json, print_table
 from zoo.hub import (
@@ -13,8 +14,18 @@ from zoo.hub import (
     forget_matching,
     remove_cached,
     verify_cache,
+    zoo_home,
 )
 from zoo.weights import verify_checkpoints
+from zoo.weights.derived import (
+    CHECKPOINT,
+    MEMBER,
+    DerivedFile,
+    derived_files,
+    derived_from,
+    matches,
+    remove_derived,
+)
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,15 +38,21 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sub = parser.add_subparsers(dest="cache_command", metavar="{ls,rm,verify}")
     sub.required = True
-    sub.add_parser("ls", parents=[common], help="list cached files and partial downloads")
+    sub.add_parser(
+        "ls", parents=[common],
+        help="list downloads (and partial ones), converted checkpoints and extracted members",
+    )  # fmt: skip
     rm = sub.add_parser("rm", parents=[common], help="remove cached files matching a pattern")
     rm.add_argument(
-        "pattern", help="fnmatch pattern on the filename (or cache key), e.g. 'resnet50*'"
+        "pattern",
+        help="fnmatch pattern on a download's filename (or cache key), a checkpoint's arch.tag "
+        "(or tag), or a member's name, e.g. 'resnet50*'",
     )
     rm.add_argument(
         "--forget",
         action="store_true",
-        help="also forget hashes recorded on first use (accept changed upstream)",
+        help="also forget hashes recorded on first use (accept changed upstream), and remove "
+        "the checkpoints and members made from what is forgotten",
     )
     sub.add_parser("verify", parents=[common], help="re-hash cached files")
 
@@ -56,13 +73,29 @@ def _when(mtime: float) -> str:
     return _dt.datetime.fromtimestamp(mtime).strftime("%Y-%m-%d %H:%M")
 
 
+def _derived_json(item: DerivedFile) -> dict[str, object]:
+    return {
+        "kind": item.kind,
+        "filename": item.name,
+        "path": str(item.path),
+        "size": item.size,
+        "mtime": item.mtime,
+        "sources": list(item.sources),
+    }
+
+
+_STATUS = {CHECKPOINT: "converted", MEMBER: "extracted"}
+
+
 def _ls(args: argparse.Namespace) -> int:
     entries = cache_entries()
+    derived = derived_files()
     if args.json:
-        print_json([_entry_json(e) for e in entries])
+        print_json([{"kind": "download", **_entry_json(e)} for e in entries]
+                   + [_derived_json(d) for d in derived])  # fmt: skip
         return 0
-    if not entries:
-        print(f"cache is empty ({cache_dir()})")
+    if not entries and not derived:
+        print(f"cache is empty ({zoo_home()})")
         return 0
     rows = [
         (
@@ -74,16 +107,24 @@ def _ls(args: argparse.Namespace) -> int:
         )
         for e in entries
     ]
+    rows += [(d.name, human_size(d.size), _STATUS[d.kind], _when(d.mtime), "-") for d in derived]
     # KEY (hash kind + prefix) tells apart files sharing a name, e.g. model.safetensors.
     print_table(("NAME", "SIZE", "STATUS", "MODIFIED", "KEY"), rows)
-    total = sum(e.size for e in entries)
-    print(f"\n{len(entries)} file(s), {human_size(total)} in {cache_dir()}")
+    total = sum(e.size for e in entries) + sum(d.size for d in derived)
+    kinds = Counter(d.kind for d in derived)
+    print(f"\n{len(entries)} download(s), {kinds[CHECKPOINT]} converted checkpoint(s), "
+          f"{kinds[MEMBER]} extracted member(s): {human_size(total)} in {zoo_home()}")  # fmt: skip
     return 0
 
 
 def _rm(args: argparse.Namespace) -> int:
-    removed = remove_cached(args.pattern)
+    removed_downloads = remove_cached(args.pattern)
     forgotten = forget_matching(args.pattern) if args.forget else []
+    targets = [d for d in derived_files() if matches(d, args.pattern)]
+    if args.forget:  # and what was made from what is forgotten: it would outlive its source
+        keys = [*forgotten, *(f"{p.parent.name}/{p.name}" for p in removed_downloads)]
+        targets += [d for d in derived_from(keys) if d not in targets]
+    removed = [*removed_downloads, *remove_derived(targets)]
     if args.json:
         print_json({"removed": [str(p) for p in removed], "forgotten": forgotten})
     else:
@@ -106,10 +147,12 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         status = {True: "ok", False: "CORRUPT", None: "unchecked"}
         rows = [
-            (r.entry.filename, human_size(r.entry.size), status[r.ok], r.reason) for r in results
-        ]
+            (r.entry.filename, human_size(r.entry.size),
+             "provisional" if r.reason.startswith("provisional") else status[r.ok], r.reason)
+            for r in results
+        ]  # fmt: skip
         rows += [
-            (f"{p.parent.name}/{p.name}", human_size(p.stat().st_size) if p.exists() else "-",
+            (f"{p.parent.name}.{p.stem}", human_size(p.stat().st_size) if p.exists() else "-",
              status[ok], why)
             for p, ok, why in checkpoints
         ]  # fmt: skip
@@ -119,7 +162,8 @@ def _verify(args: argparse.Namespace) -> int:
             print("cache is empty")
     bad = [r for r in results if r.ok is False] + [c for c in checkpoints if not c[1]]
     if bad and not args.json:
-        print(f"\n{len(bad)} corrupt file(s); remove them with `zoo cache rm NAME`")
+        print(f"\n{len(bad)} corrupt file(s); remove them with `zoo cache rm NAME` (the next "
+              "use downloads or converts them again)")  # fmt: skip
     return 1 if bad else 0
 
 

@@ -75,7 +75,7 @@ def ensure_checkpoint(entry: WeightsEntry, *, quiet: bool | None = None) -> Path
             try:
                 paths = [fetch_file(f, quiet, _manifest_folder(entry)) for f in artifact.files]
                 conversion.build_checkpoint(entry, artifact, paths, out)
-                _write_record(out, artifact.format)
+                _write_record(out, artifact.format, files=_download_keys(artifact))
             except Exception as err:
                 # Whatever an artifact's bytes cause (hash, parse, decompression, torch,
                 # nesting) is that artifact's failure: try the next one. A bug is not.
@@ -97,6 +97,17 @@ def ensure_checkpoint(entry: WeightsEntry, *, quiet: bool | None = None) -> Path
 def _manifest_folder(entry: WeightsEntry) -> Path | None:
     """Where the entry's local sources must lie: the folder of the manifest naming them."""
     return Path(entry.origin).resolve().parent if entry.origin else None
+
+
+def _download_keys(artifact: Artifact) -> list[str]:
+    """Cache keys of the downloads the artifact is made from (an archive's, for a member):
+    what `zoo cache rm --forget` follows to the checkpoints derived from a download."""
+    return [
+        cache_key(f.name, source=f.sources[0])
+        if f.member is not None
+        else cache_key(f.name, source=f.sources[0], sha256=f.sha256, sha1=f.sha1)
+        for f in artifact.files
+    ]
 
 
 def _first_use_keys(artifact: Artifact) -> list[str]:
@@ -139,13 +150,16 @@ def _fingerprint(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _write_record(out: Path, artifact_format: str, *, sha256: str | None = None) -> None:
+def _write_record(
+    out: Path, artifact_format: str, *, files: list[str], sha256: str | None = None
+) -> None:
     digest_sha256 = sha256 or hash_file(out).sha256
     st = out.stat()
     record = {
         "sha256": digest_sha256,
         "size": st.st_size,
         "artifact": artifact_format,
+        "files": files,  # cache keys of the downloads it was converted from
         "fingerprint": _fingerprint(st),
     }
     with atomic_write(_record_path(out), "w") as f:
@@ -174,7 +188,8 @@ def _is_recorded(out: Path) -> bool:
                 "converting it again", out,
             )  # fmt: skip
             return False
-        _write_record(out, str(record.get("artifact", "")), sha256=record["sha256"])
+        _write_record(out, str(record.get("artifact", "")), sha256=record["sha256"],
+                      files=list(record.get("files", [])))  # fmt: skip
         return True
     except (OSError, ValueError, KeyError, TypeError):
         return False
