@@ -51,6 +51,9 @@ COMMANDS: dict[str, Command] = {
     "finetune": Command(
         "finetune", "classification transfer: new head, lower backbone LR, frozen stages/BN"
     ),
+    "finetune-dense": Command(
+        "dense", "detection / segmentation fine-tuning of a backbone on COCO-format data"
+    ),
     "recipes": Command("train", "list training recipes, or show one resolved"),
     "ablate": Command("ablate", "the paper's Table-6 ladder of tricks, rung by rung, as runs"),
     "weights": Command("train", "register a finished training run as hub weights (weights add)"),
