@@ -73,6 +73,9 @@ class CocoData:
             if not found:
                 raise DenseDataError(f"{root}: no splits/{name}.txt (here or one folder up)")
             files = tuple(found[0].joinpath(f"{name}.txt").read_text().split())
+            outside = [f for f in files if Path(f).name != f or f in ("..", ".")]
+            if outside:  # names inside images/ only: no path leads out of the folder
+                raise DenseDataError(f"splits/{name}.txt: not plain file names: {outside[:3]}")
             unknown = [f for f in files if f not in images]
             if unknown:
                 raise DenseDataError(

@@ -13,6 +13,7 @@ are loaded into the whole classifier first (any weights source), then the head i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -47,7 +48,9 @@ class FeatureListNet(nn.Module):
         self.config: CommonConfig = model.config
         self.pretrained_cfg: PretrainedCfg | None = model.pretrained_cfg
         self.first_conv = model.first_conv
-        self._sizes = model.feature_sizes
+        # The family's size arithmetic, unbound: a bound method would keep the whole
+        # classifier (head and dropped stages) alive inside the backbone.
+        self._size_rule = type(model).feature_sizes
         sequence = model.feature_sequence()
         wanted = {f.module for f in self.feature_info}
         last = max(sequence.index(f.module) for f in self.feature_info)
@@ -73,7 +76,7 @@ class FeatureListNet(nn.Module):
 
     def feature_sizes(self, size: int) -> tuple[int, ...]:
         """Spatial size of each returned map for an input side of ``size`` pixels."""
-        sizes = self._sizes(size)
+        sizes = self._size_rule(SimpleNamespace(feature_info=self.stage_info), size)
         return tuple(sizes[i] for i in self.out_indices)
 
 
