@@ -129,3 +129,56 @@ def test_unknown_model_points_at_the_cli_listing(capsys):
     assert cli(["info", "resnet18_v1z"]) == 2
     err = capsys.readouterr().err
     assert "`zoo list`" in err and "Did you mean" in err
+
+
+# ------------------------------------------------------------------- manifests, strictly
+
+
+def _base_entry() -> dict:
+    files = [{"name": "a.safetensors", "sources": ["/a"], "sha256": "0" * 64, "size": 10}]
+    return _entry("x_in1k", files)
+
+
+def _preprocess(**changes) -> dict:
+    base = {"crop": 224, "resize": 256, "interpolation": "bilinear", "mean": [0.5] * 3,
+            "std": [0.5] * 3}  # fmt: skip
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e.update(default="false"), "default"),
+        (lambda e: e.update(tag="x_in1k\n"), "bad tag"),
+        (lambda e: e.update(num_classes="1000"), "num_classes"),
+        (lambda e: e.update(num_classes=True), "num_classes"),
+        (lambda e: e.update(label_offset=1000), "label_offset"),
+        (lambda e: e.update(license=["mit"]), "license"),
+        (lambda e: e["artifacts"][0]["files"][0].update(size=-1), "size"),
+        (lambda e: e["artifacts"][0]["files"][0].update(size="10"), "size"),
+        (lambda e: e["artifacts"][0]["files"][0].update(sha256=1234567890), "sha256"),
+        (lambda e: e.update(preprocess=_preprocess(crop="224")), "crop"),
+        (lambda e: e.update(preprocess=_preprocess(resize=10**9)), "resize"),
+        (lambda e: e.update(preprocess=_preprocess(mean=[float("nan")] * 3)), "mean"),
+    ],
+)
+def test_manifest_fields_are_type_checked(tmp_path, mutate, field):
+    from zoo.weights.manifest import ManifestError, parse_manifest
+
+    entry = _base_entry()
+    mutate(entry)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"format_version": 2, "weights": [entry]}))
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(path)
+    message = str(info.value)
+    assert str(path) in message and "weights[0]" in message and field in message
+
+
+def test_pathological_manifest_nesting_is_a_clear_error(tmp_path):
+    from zoo.weights.manifest import ManifestError, parse_manifest
+
+    path = tmp_path / "deep.json"
+    path.write_text('{"format_version": 2, "weights": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(ManifestError, match="nested too deeply"):
+        parse_manifest(path)

@@ -10,6 +10,8 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+MAX_SIDE = 4096  # pixels: far above any eval size, far below an allocation that hurts
+MAX_CHANNELS = 1024  # multispectral inputs have dozens; a corrupt file may claim millions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,6 +26,24 @@ class Preprocess:
     std: tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self) -> None:
+        # Files and manifests carry these: check types and ranges, not only relations, so that
+        # a "crop": "224" or a 10**9-pixel resize is an error here, not a crash at predict time.
+        for name in ("crop", "resize"):
+            value = getattr(self, name)
+            if type(value) is not int or not 0 < value <= MAX_SIDE:
+                raise ValueError(f"{name} must be a whole number of pixels in 1..{MAX_SIDE}, "
+                                 f"not {value!r}")  # fmt: skip
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if (
+                not isinstance(values, tuple)
+                or not 1 <= len(values) <= MAX_CHANNELS
+                or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in values
+                )
+            ):
+                raise ValueError(f"{name} must be 1..{MAX_CHANNELS} finite numbers, not {values!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"interpolation must be one of {INTERPOLATIONS}, not {self.interpolation!r}"
@@ -69,5 +89,7 @@ class Preprocess:
             raise ValueError(
                 f"unknown preprocessing keys {sorted(unknown)}; known: {sorted(known)}"
             )
+        if not all(isinstance(data.get(k, ()), list | tuple) for k in ("mean", "std")):
+            raise ValueError("mean and std must be lists of numbers")
         fixed = {k: tuple(v) if k in ("mean", "std") else v for k, v in data.items()}
         return cls(**fixed)

@@ -182,6 +182,10 @@ def parse_manifest(path: Path) -> list[WeightsEntry]:
         raise ManifestError(f"manifest not found: {path} (check ZOO_MANIFESTS)") from None
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: JSON nested too deeply to be a manifest") from None
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text ({err})") from None
     _require(isinstance(data, dict), path, "top level must be an object")
     version = data.get("format_version")
     _require(
@@ -230,20 +234,28 @@ def _entry(raw: Any, where: str, origin: str, version: int) -> WeightsEntry:
     # Parsing stays torch-free (the registry imports every model family): here only the form of
     # the name; zoo.weights checks it is a registered canonical name before it converts or lists.
     _require(
-        isinstance(raw["arch"], str) and bool(_ARCH.match(raw["arch"])),
+        isinstance(raw["arch"], str) and bool(_ARCH.fullmatch(raw["arch"])),
         where,
         "arch must be a canonical model name (lowercase identifier)",
     )
-    _require(isinstance(raw["tag"], str) and bool(_TAG.match(raw["tag"])), where, "bad tag")
-    labels, names = _labels(raw, where, version)
+    _require(isinstance(raw["tag"], str) and bool(_TAG.fullmatch(raw["tag"])), where,
+             "bad tag: lowercase letters and digits joined by single '_'")  # fmt: skip
+    # Strict types: "default": "false" is not True, "num_classes": "1000" not a number.
+    _require(type(raw.get("default", False)) is bool, where, "default: true or false")
+    _require(_whole(raw["num_classes"]) and raw["num_classes"] > 0, where,
+             "num_classes: a positive whole number")  # fmt: skip
+    for key in ("license", "provenance"):
+        _require(isinstance(raw[key], str) and bool(raw[key]), where, f"{key}: a non-empty string")
     offset = raw.get("label_offset", 0)
-    _require(isinstance(offset, int) and 0 <= offset < raw["num_classes"], where, "label_offset")
+    _require(_whole(offset) and 0 <= offset < raw["num_classes"], where,
+             "label_offset: a whole number in [0, num_classes)")  # fmt: skip
+    labels, names = _labels(raw, where, version)
     _require(isinstance(raw["artifacts"], list) and raw["artifacts"], where, "needs artifacts")
     return WeightsEntry(
         arch=raw["arch"],
         tag=raw["tag"],
-        default=bool(raw.get("default", False)),
-        num_classes=int(raw["num_classes"]),
+        default=raw.get("default", False),
+        num_classes=raw["num_classes"],
         label_offset=offset,
         labels=labels,
         own_preprocess=_preprocess(raw, where, version),
@@ -259,6 +271,11 @@ def _entry(raw: Any, where: str, origin: str, version: int) -> WeightsEntry:
         label_names=names,
         training=_training(raw.get("training"), where),
     )
+
+
+def _whole(value: Any) -> bool:
+    """An int that is not a bool (JSON ``true`` would pass ``isinstance(v, int)``)."""
+    return type(value) is int
 
 
 def _strings(value: Any) -> bool:
@@ -305,6 +322,8 @@ def _preprocess(raw: dict[str, Any], where: str, version: int) -> Preprocess | N
 
 def _metric(raw: Any, where: str) -> Metric:
     raw = _fields(raw, where, _METRIC_REQUIRED, _METRIC_OPTIONAL)
+    for key in ("dataset", "source", "note"):
+        _require(isinstance(raw.get(key, ""), str), where, f"{key}: a string")
     _require(_number(raw["top1"]) and 0 < raw["top1"] <= 100, where, "top1 is a percentage")
     top5 = raw.get("top5")
     _require(top5 is None or (_number(top5) and 0 < top5 <= 100), where, "top5 is a percentage")
@@ -349,7 +368,7 @@ def _file(raw: Any, where: str) -> ArtifactFile:
         validate_filename(raw["name"])
         if raw.get("member") is not None:
             validate_filename(raw["member"])
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise ManifestError(f"{where}: {err}") from None
     sources = raw["sources"]
     _require(isinstance(sources, list) and sources, where, "needs at least one source")
@@ -360,13 +379,17 @@ def _file(raw: Any, where: str) -> ArtifactFile:
             where,
             f"source {source!r} must be an http(s) URL, hf://org/repo@rev/path or an absolute path",
         )
-    sha256, sha1 = raw.get("sha256"), raw.get("sha1")
+    sha256, sha1, size = raw.get("sha256"), raw.get("sha1"), raw.get("size")
     if sha256 is not None:
-        _require(
-            bool(_HEX.match(sha256)) and 8 <= len(sha256) <= 64, where, "sha256: >= 8 hex digits"
-        )
+        _require(isinstance(sha256, str) and bool(_HEX.fullmatch(sha256))
+                 and 8 <= len(sha256) <= 64, where, "sha256: >= 8 hex digits")  # fmt: skip
     if sha1 is not None:
-        _require(bool(_HEX.match(sha1)) and len(sha1) == 40, where, "sha1: 40 hex digits")
+        _require(isinstance(sha1, str) and bool(_HEX.fullmatch(sha1)) and len(sha1) == 40,
+                 where, "sha1: 40 hex digits")  # fmt: skip
+    _require(size is None or (_whole(size) and size >= 0), where,
+             "size: a non-negative whole number of bytes")  # fmt: skip
+    for key in ("role", "unverified"):
+        _require(isinstance(raw.get(key, ""), str), where, f"{key}: a string")
     _require(
         bool(sha256 or sha1 or raw.get("unverified")),
         where,
