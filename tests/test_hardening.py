@@ -182,3 +182,54 @@ def test_pathological_manifest_nesting_is_a_clear_error(tmp_path):
     path.write_text('{"format_version": 2, "weights": ' + "[" * 200_000 + "]" * 200_000 + "}")
     with pytest.raises(ManifestError, match="nested too deeply"):
         parse_manifest(path)
+
+
+# ------------------------------------------------------------------ checkpoints, validated
+
+
+def _small_checkpoint(tmp_path: Path, name: str, **meta_changes) -> tuple[Path, dict]:
+    model = zoo.get_model("resnet18_v1b", num_classes=3)
+    meta = CheckpointMeta(arch="resnet18_v1b", config={"num_classes": 3}).to_strings()
+    meta.update(meta_changes)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / name
+    return path, {"state": state, "meta": meta}
+
+
+def test_checkpoint_dtypes_are_cast_or_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file as save
+
+    from zoo.checkpoint import CheckpointError
+
+    path, parts = _small_checkpoint(tmp_path, "half.safetensors")
+    state = parts["state"]
+    save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(path),
+         metadata=parts["meta"])  # fmt: skip
+    model = zoo.get_model("resnet18_v1b", pretrained=path)
+    assert model.fc.weight.dtype == torch.float32
+    torch.testing.assert_close(model.fc.weight, state["fc.weight"].half().float())
+    bad = {**state, "fc.weight": state["fc.weight"].to(torch.int32)}
+    save(bad, str(tmp_path / "int.safetensors"), metadata=parts["meta"])
+    with pytest.raises(CheckpointError, match="'fc.weight' is int32"):
+        zoo.get_model("resnet18_v1b", pretrained=tmp_path / "int.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"label_offset": "-1"}, "label_offset must be >= 0"),
+        ({"label_offset": "3"}, "leaves no class"),
+        ({"preprocess": '{"crop": "224", "resize": 256}'}, "crop must be a whole number"),
+        ({"preprocess": '{"crop": 224, "resize": 100000}'}, "resize must be"),
+    ],
+)
+def test_checkpoint_metadata_is_validated(tmp_path, changes, message):
+    from safetensors.torch import save_file as save
+
+    from zoo.checkpoint import CheckpointError
+
+    path, parts = _small_checkpoint(tmp_path, "m.safetensors", **changes)
+    save(parts["state"], str(path), metadata=parts["meta"])
+    with pytest.raises(CheckpointError, match=message):
+        zoo.get_model("resnet18_v1b", pretrained=path)

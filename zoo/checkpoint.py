@@ -86,7 +86,7 @@ class CheckpointMeta:
                 arch=meta["arch"],
                 config=json.loads(meta.get("config", "{}")),
                 labels=tuple(labels) if isinstance(labels, list) else labels,
-                label_offset=int(meta.get("label_offset", "0")),
+                label_offset=_label_offset(meta.get("label_offset", "0")),
                 preprocess=(
                     Preprocess.from_dict(json.loads(meta["preprocess"]))
                     if "preprocess" in meta
@@ -97,6 +97,13 @@ class CheckpointMeta:
             )
         except (KeyError, ValueError, TypeError) as err:
             raise CheckpointError(f"{path}: corrupt zoo metadata ({err})") from err
+
+
+def _label_offset(text: str) -> int:
+    offset = int(text)
+    if offset < 0:
+        raise ValueError(f"label_offset must be >= 0, got {offset}")
+    return offset
 
 
 def config_diff(config: Any, default: Any) -> dict[str, Any]:
@@ -163,16 +170,37 @@ def read_meta(path: str | Path) -> CheckpointMeta:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
-    """The state dict (tensors memory-mapped from the file) and its metadata."""
+    """The state dict (tensors memory-mapped from the file) and its metadata.
+
+    Floating tensors in another precision (float16, bfloat16, float64) are cast to float32,
+    the precision every zoo model is built in; integer tensors are refused except BatchNorm's
+    step counters (a weight stored as integers is a corrupt or foreign file, not a model).
+    """
     path = _existing(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = CheckpointMeta.from_strings(f.metadata(), str(path))
-            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except SafetensorError as err:
         raise CheckpointError(
             f"{path}: unreadable safetensors file ({err}); re-download or re-convert it"
         ) from err
+    return {k: _checked(k, t, path) for k, t in state.items()}, meta
+
+
+_COUNTERS = ("num_batches_tracked",)  # BatchNorm's bookkeeping: the only integer tensors
+
+
+def _checked(key: str, tensor: torch.Tensor, path: Path) -> torch.Tensor:
+    if tensor.is_floating_point():
+        return tensor if tensor.dtype == torch.float32 else tensor.float()
+    if key.rsplit(".", 1)[-1] in _COUNTERS and tensor.dtype in (torch.int64, torch.int32):
+        return tensor
+    raise CheckpointError(
+        f"{path}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')}; a zoo checkpoint "
+        "holds floating-point tensors (integers only for BatchNorm's num_batches_tracked): "
+        "re-convert the source with `zoo convert`"
+    )
 
 
 def _existing(path: str | Path) -> Path:

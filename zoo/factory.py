@@ -205,6 +205,11 @@ def _load(spec: ModelSpec, path: Path, overrides: dict[str, Any], weights_name: 
         )
     weights_config = build_config(spec, meta.config)
     offset = meta.label_offset
+    if offset and not offset < weights_config.num_classes:  # (a headless file has offset 0)
+        raise CheckpointError(
+            f"{path}: label_offset {offset} leaves no class of the classifier's "
+            f"{weights_config.num_classes} outputs (corrupt metadata)"
+        )
     if offset and "num_classes" not in overrides:
         # e.g. TensorFlow's 1001-way classifiers: class 0 is "background"; return the real ones.
         overrides = {**overrides, "num_classes": weights_config.num_classes - offset}
