@@ -1,8 +1,9 @@
 """``zoo.train``: one recipe, one model, one ImageFolder dataset -> a run directory.
 
-The loop reads top to bottom in one screen (``_train_steps``); everything it needs is prepared by
-``_setup`` from typed records: the resolved :class:`Recipe`, the :class:`RunArgs`, the data, the
-model and, for distillation, a :class:`Teacher`.
+The loop reads top to bottom in one screen (``_train_steps``); ``_run`` prepares what it needs
+as typed records (:class:`~zoo.training.context.Ctx`): the resolved :class:`Recipe`, the
+:class:`RunArgs`, the decoded data, the model, optimizer, EMA and, for distillation, a
+:class:`~zoo.training.teacher.Teacher`. What a run writes lives in :mod:`zoo.training.outputs`.
 """
 
 from __future__ import annotations
@@ -10,48 +11,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.training import data as D
 from zoo.training import distributed, rundir
+from zoo.training.context import Ctx, RunArgs, RunResult, State, TrainingError, autocast
 from zoo.training.losses import distillation_loss, mixup, smooth_targets, soft_cross_entropy
+from zoo.training.outputs import (
+    StopFlag,
+    checkpoint,
+    end_of_epoch,
+    evaluate_split,
+    metrics,
+    save_final,
+)
 from zoo.training.params import EMA, param_groups, prepare_finetune
 from zoo.training.recipe import Recipe, load_resolved, resolve
 from zoo.training.schedule import StepPlan, lr_at
 
 log = logging.getLogger("zoo")
-
-
-class TrainingError(ValueError):  # a ValueError: the CLI reports it as one message
-    """A run that cannot go on (e.g. a non-finite loss); the message names the step."""
-
-
-@dataclass(frozen=True)
-class RunArgs:
-    """How a run was started; stored as run.json so that --resume needs nothing else."""
-
-    model: str
-    data: str
-    recipe: str
-    pretrained: str | None = None
-    teacher: str | None = None
-    teacher_pretrained: str | None = None
-    overrides: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_dir: Path
-    metrics: dict[str, Any]
-    finished: bool  # False when stopped early (signal or stop_after_steps); resume to continue
 
 
 def _precision(recipe: Recipe, device: torch.device) -> torch.dtype | None:
@@ -92,18 +75,6 @@ def _build_teacher(
     with d.local_main_first():
         model = zoo.get_model(args.teacher, pretrained=args.teacher_pretrained or True)
     return Teacher(model, student_pre, class_ids)
-
-
-@dataclass
-class _State:
-    """What changes as the run goes; saved in last.ckpt."""
-
-    step: int = 0  # optimizer steps done
-    best_top1: float = -1.0
-    best_top5: float = 0.0
-    best_epoch: int = 0
-    train_seconds: float = 0.0
-    train_images: int = 0
 
 
 def train(
@@ -223,14 +194,14 @@ def _run(
     amp = _precision(rec, d.device)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp is torch.float16)
     ema = EMA(model, rec.tricks.ema_decay) if rec.tricks.ema_decay > 0 else None
-    st = _State()
+    st = State()
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])
-        st = _State(**saved["progress"])
+        st = State(**saved["progress"])
         torch.set_rng_state(saved["rng"])
         log.info("resuming %s at step %d of %d", run_dir, st.step, plan.total_steps)
     if d.is_main:
@@ -238,7 +209,7 @@ def _run(
         rundir.write_json(run_dir / rundir.RUN_FILE, dataclasses.asdict(args))
         rundir.write_text(run_dir / rundir.RECIPE_FILE, rec.to_toml())
 
-    ctx = _Ctx(
+    ctx = Ctx(
         rec,
         plan,
         layout,
@@ -261,46 +232,18 @@ def _run(
     skipped = {"train": len(tr_skip), "val": len(va_skip)}
     stopped = _train_steps(ctx, st, stop_after_steps, show)
     final_model = ema.module if ema is not None else model
-    metrics = _metrics(args, rec, st, ctx, skipped, time.perf_counter() - wall_start, stopped)
+    summary = metrics(args, rec, st, ctx, skipped, time.perf_counter() - wall_start, stopped)
     if d.is_main:
         if not stopped:
-            _save_final(final_model, run_dir, class_ids, pre, args, rec)
-        rundir.write_json(run_dir / rundir.METRICS_FILE, metrics)
+            save_final(final_model, run_dir, class_ids, pre, args, rec)
+        rundir.write_json(run_dir / rundir.METRICS_FILE, summary)
         lr_curve = [lr_at(s, plan) for s in range(plan.total_steps)]
         rundir.plot_curves(run_dir, rundir.read_log(run_dir), lr_curve)
-    return RunResult(run_dir, metrics, finished=not stopped)
-
-
-@dataclass
-class _Ctx:
-    rec: Recipe
-    plan: StepPlan
-    layout: D.Layout
-    d: distributed.Dist
-    ddp: nn.Module
-    model: nn.Module
-    teacher: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    ema: EMA | None
-    amp: torch.dtype | None
-    num_classes: int
-    run_dir: Path
-    train_set: D.SeededImages
-    val_images: list[torch.Tensor]
-    val_targets: list[int]
-    val_tf: Any
-    steps_per_epoch: int
-
-
-def _autocast(ctx: _Ctx) -> contextlib.AbstractContextManager:
-    if ctx.amp is None:
-        return contextlib.nullcontext()
-    return torch.autocast(ctx.d.device.type, dtype=ctx.amp)
+    return RunResult(run_dir, summary, finished=not stopped)
 
 
 def _loss(
-    ctx: _Ctx, images: torch.Tensor, labels: torch.Tensor, step: int, chunk: int, epoch: float
+    ctx: Ctx, images: torch.Tensor, labels: torch.Tensor, step: int, chunk: int, epoch: float
 ) -> torch.Tensor:
     """The training loss of one micro-batch, every trick applied as the recipe says."""
     tricks = ctx.rec.tricks
@@ -310,7 +253,7 @@ def _loss(
         g = torch.Generator().manual_seed(ctx.rec.seed * 1_000_003 + step * 4099 + chunk)
         lam = _beta(tricks.mixup_alpha, g)
         images, targets = mixup(images, targets, lam)
-    with _autocast(ctx):
+    with autocast(ctx):
         logits = ctx.ddp(images)
         if ctx.teacher is None:
             return soft_cross_entropy(logits, targets)
@@ -326,12 +269,17 @@ def _beta(alpha: float, g: torch.Generator) -> float:
     return float(x[0] / x.sum())
 
 
-def _train_steps(ctx: _Ctx, st: _State, stop_after: int | None, show: bool) -> bool:
+def _train_steps(ctx: Ctx, st: State, stop_after: int | None, show: bool) -> bool:
     """Run until the plan's last step; True when stopped early (signal or stop_after)."""
     from tqdm import tqdm
 
     rec, lay, d = ctx.rec, ctx.layout, ctx.d
-    stop = _StopFlag()
+    stop = StopFlag()
+
+    def early(st: State) -> bool:  # asked to stop before the plan's last step
+        asked = stop.requested or (stop_after is not None and st.step >= stop_after)
+        return asked and st.step < ctx.plan.total_steps
+
     with stop:
         while st.step < ctx.plan.total_steps:
             epoch, in_epoch = divmod(st.step, ctx.steps_per_epoch)
@@ -390,7 +338,7 @@ def _train_steps(ctx: _Ctx, st: _State, stop_after: int | None, show: bool) -> b
                     lr=f"{lr:.3g}",
                     img_s=f"{seen * d.world / (time.perf_counter() - t0):.0f}",
                 )
-                if stop.requested or (stop_after is not None and st.step >= stop_after):
+                if early(st) or st.step >= ctx.plan.total_steps:
                     break
             bar.close()
             del loader
@@ -398,187 +346,17 @@ def _train_steps(ctx: _Ctx, st: _State, stop_after: int | None, show: bool) -> b
             st.train_images += seen * d.world
             epoch_done = st.step % ctx.steps_per_epoch == 0 or st.step >= ctx.plan.total_steps
             if epoch_done:
-                _end_of_epoch(
+                end_of_epoch(
                     ctx, st, epoch, loss_sum / max(1, loss_n), seen, time.perf_counter() - t0
                 )
-            _checkpoint(ctx, st)
-            if not epoch_done:
+            checkpoint(ctx, st)
+            if early(st):
                 why = "signal" if stop.requested else f"stop_after_steps={stop_after}"
                 log.info(
                     "stopped at step %d (%s); resume with --resume %s", st.step, why, ctx.run_dir
                 )
                 return True
     return False
-
-
-def _end_of_epoch(
-    ctx: _Ctx, st: _State, epoch: int, train_loss: float, seen: int, seconds: float
-) -> None:
-    top1, top5, val_loss = evaluate_split(ctx, ctx.model)
-    record = {
-        "epoch": epoch + 1,
-        "step": st.step,
-        "lr": lr_at(max(0, st.step - 1), ctx.plan),
-        "train_loss": round(train_loss, 5),
-        "val_loss": round(val_loss, 5),
-        "val_top1": round(top1, 3),
-        "val_top5": round(top5, 3),
-        "images_per_second": round(seen * ctx.d.world / max(seconds, 1e-9), 2),
-    }
-    if ctx.ema is not None:
-        record["ema_top1"], record["ema_top5"], _ = (
-            round(v, 3) for v in evaluate_split(ctx, ctx.ema.module)
-        )
-        top1, top5 = record["ema_top1"], record["ema_top5"]
-    if top1 > st.best_top1:
-        st.best_top1, st.best_top5, st.best_epoch = top1, top5, epoch + 1
-    if ctx.d.is_main:
-        rundir.append_log(ctx.run_dir, record)
-        log.info(
-            "epoch %d: loss %.4f, val top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
-            epoch + 1,
-            train_loss,
-            top1,
-            top5,
-            record["images_per_second"],
-        )
-
-
-@torch.no_grad()
-def evaluate_split(ctx: _Ctx, model: nn.Module) -> tuple[float, float, float]:
-    """(top-1 %, top-5 %, mean CE) on the val split, summed over processes."""
-    loader = D.eval_loader(
-        ctx.val_images,
-        ctx.val_targets,
-        ctx.val_tf,
-        max(32, ctx.layout.micro),
-        ctx.rec.workers,
-        ctx.d.rank,
-        ctx.d.world,
-    )
-    was_training = model.training
-    model.eval()
-    c1 = c5 = n = loss = 0.0
-    for images, labels in loader:
-        images = images.to(ctx.d.device).contiguous(memory_format=torch.channels_last)
-        with _autocast(ctx):
-            logits = model(images).float()
-        labels = labels.to(ctx.d.device)
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        c1 += float((top5[:, 0] == labels).sum())
-        c5 += float((top5 == labels[:, None]).any(dim=1).sum())
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        n += len(labels)
-    model.train(was_training)
-    c1, c5, loss, n = ctx.d.all_sum([c1, c5, loss, n])
-    return 100.0 * c1 / n, 100.0 * c5 / n, loss / n
-
-
-def _checkpoint(ctx: _Ctx, st: _State) -> None:
-    if not ctx.d.is_main:
-        return
-    state = {
-        "model": ctx.model.state_dict(),
-        "optimizer": ctx.optimizer.state_dict(),
-        "scaler": ctx.scaler.state_dict(),
-        "progress": dataclasses.asdict(st),
-        "rng": torch.get_rng_state(),
-    }
-    if ctx.ema is not None:
-        state["ema"] = ctx.ema.state_dict()
-    rundir.save_state(ctx.run_dir, state)
-
-
-def _save_final(
-    model: nn.Module,
-    run_dir: Path,
-    class_ids: tuple[str, ...],
-    pre: Any,
-    args: RunArgs,
-    rec: Recipe,
-) -> None:
-    import zoo
-    from zoo.labels import imagenet1k
-
-    wnid_names = dict(zip(imagenet1k().wnids or (), imagenet1k().names, strict=True))
-    names = tuple(wnid_names.get(c, c) for c in class_ids)
-    zoo.save_model(
-        model,
-        run_dir / rundir.FINAL_FILE,
-        labels=class_ids,
-        label_names=names,
-        preprocess=pre,
-        source=f"zoo train --recipe {rec.name} ({run_dir.name})",
-    )
-
-
-def zoo_version() -> str:
-    import zoo
-
-    return zoo.__version__
-
-
-def _metrics(
-    args: RunArgs,
-    rec: Recipe,
-    st: _State,
-    ctx: _Ctx,
-    skipped: dict[str, int],
-    wall: float,
-    stopped: bool,
-) -> dict[str, Any]:
-    records = [r for r in rundir.read_log(ctx.run_dir) if "val_top1" in r] if ctx.d.is_main else []
-    final = records[-1] if records else {}
-    use_ema = ctx.ema is not None
-    return {
-        "model": args.model,
-        "recipe": rec.name,
-        "finished": not stopped,
-        "epochs": rec.epochs,
-        "steps": st.step,
-        "img_size": rec.img_size,
-        "batch_size": rec.batch_size,
-        "top1": final.get("ema_top1" if use_ema else "val_top1"),
-        "top5": final.get("ema_top5" if use_ema else "val_top5"),
-        "best_top1": st.best_top1 if st.best_top1 >= 0 else None,
-        "best_top5": st.best_top5 if st.best_top1 >= 0 else None,
-        "best_epoch": st.best_epoch or None,
-        "weights": "ema" if use_ema else "model",
-        "images_per_second": round(st.train_images / st.train_seconds, 2)
-        if st.train_seconds
-        else None,
-        "train_seconds": round(st.train_seconds, 1),
-        "wall_seconds": round(wall, 1),
-        "skipped_images": skipped,
-        "processes": ctx.d.world,
-        "data_fingerprint": D.fingerprint(args.data),
-        "zoo_version": zoo_version(),
-        "precision": str(ctx.amp).replace("torch.", "") if ctx.amp else "float32",
-    }
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to checkpoint after the current step and stop."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("signal %d: stopping after this step (again to abort)", signum)
-
-    def __enter__(self) -> _StopFlag:
-        with contextlib.suppress(ValueError):  # not the main thread: no handlers
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 __all__ = ["RunArgs", "RunResult", "TrainingError", "evaluate_split", "train"]
