@@ -227,15 +227,87 @@ def test_nan_loss_stops_naming_the_step(tmp_path: Path) -> None:
 def test_distillation_from_a_zoo_checkpoint(tmp_path: Path) -> None:
     data = subset(tmp_path / "data", {"train": 8, "val": 2}, classes=2)
     common = dict(epochs=1, img_size=32, batch_size=8, progress=False)
-    train("resnet18_v1d", data, recipe="imagenette", overrides=["workers=0"],
-          out=tmp_path / "teacher", **common)  # fmt: skip
+    train(
+        "resnet18_v1d",
+        data,
+        recipe="imagenette",
+        overrides=["workers=0"],
+        out=tmp_path / "teacher",
+        **common,
+    )
     teacher_file = tmp_path / "teacher" / "final.safetensors"
-    student = train("mobilenetv2_0_25", data, recipe="bag_of_tricks", teacher="resnet18_v1d",
-                    teacher_pretrained=str(teacher_file), out=tmp_path / "student",
-                    overrides=["workers=0", "tricks.distill_temperature=4"], **common)  # fmt: skip
+    student = train(
+        "mobilenetv2_0_25",
+        data,
+        recipe="bag_of_tricks",
+        teacher="resnet18_v1d",
+        teacher_pretrained=str(teacher_file),
+        out=tmp_path / "student",
+        overrides=["workers=0", "tricks.distill_temperature=4"],
+        **common,
+    )
     assert student.finished
     args = json.loads((tmp_path / "student" / "run.json").read_text())
     assert args["teacher"] == "resnet18_v1d" and args["teacher_pretrained"] == str(teacher_file)
     # the KD term makes the training loss larger than a plain CE run's (T² · soft CE > 0)
     log = [json.loads(x) for x in (tmp_path / "student" / "log.jsonl").read_text().splitlines()]
     assert log[0]["train_loss"] > 1.0
+
+
+@needs_imagenette
+def test_sigterm_checkpoints_then_exits_and_resume_finishes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    data = subset(tmp_path / "data", {"train": 16, "val": 2}, classes=2)
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "zoo",
+        "train",
+        "--model",
+        "resnet18_v1d",
+        "--recipe",
+        "imagenette",
+        "--data",
+        str(data),
+        "--img-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "50",
+        "--set",
+        "workers=0",
+        "--quiet",
+        "--out",
+        str(run),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while not (run / "log.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first epoch has ended: training is under way
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "continue with: zoo train --resume" in out and "Traceback" not in out
+    state = torch.load(run / "last.ckpt", weights_only=True)
+    assert 8 <= state["progress"]["step"] < 400  # stopped early, after at least one epoch
+    assert not (run / "final.safetensors").exists()
+    assert (
+        cli_main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--quiet",
+                "--stop-after-steps",
+                str(state["progress"]["step"] + 2),
+            ]
+        )
+        == 0
+    )
+    assert torch.load(run / "last.ckpt", weights_only=True)["progress"]["step"] == (
+        state["progress"]["step"] + 2
+    )
