@@ -196,6 +196,7 @@ def main() -> int:
             for dtype in dtypes:
                 sides = ("zoo", "bare") if r % 2 == 0 else ("bare", "zoo")
                 for side in sides:
+                    load = round(os.getloadavg()[0], 2)  # the noise this run met
                     if side == "zoo":
                         out = folder / f"run-{dtype}-{r}"
                         result, wall = run(zoo_cmd(args, data, dtype, out))
@@ -208,7 +209,7 @@ def main() -> int:
                     else:
                         result, wall = run(bare_cmd(args, data, dtype))
                         record = {**result, "wall_seconds": round(wall, 2)}
-                    runs[dtype][side].append(record)
+                    runs[dtype][side].append({**record, "load_average": load})
                     print(f"repeat {r + 1}/{args.repeats} {dtype} {side}: "
                           f"{record['images_per_second']:.1f} img/s", flush=True)  # fmt: skip
     info["load_average_at_end"] = round(os.getloadavg()[0], 2)
