@@ -154,6 +154,7 @@ def train_dense(
     wall, seen, seconds = time.perf_counter(), 0, 0.0
     for epoch in range(start_epoch, args.epochs):
         g = torch.Generator().manual_seed(args.seed * 1000 + epoch)
+        train_set.rng.seed(args.seed * 1000 + epoch)  # flips/crops: the same after --resume
         loader = DataLoader(
             train_set, args.batch_size, shuffle=True, generator=g, collate_fn=collate
         )
