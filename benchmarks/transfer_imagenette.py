@@ -15,7 +15,7 @@ ImageFolder of symlinks (train subset, val subset) in a temporary folder. ImageN
 weights may have seen some of these images (Imagenette is drawn from ImageNet).
 
     python benchmarks/transfer_imagenette.py [--model mobilenetv2_1_0_tf] [--limit-per-class 100]
-        [--val-per-class 50] [--epochs 2] [--json benchmarks/results/transfer_imagenette.json]
+        [--val-per-class 30] [--epochs 1] [--json benchmarks/results/transfer_imagenette.json]
 """
 
 from __future__ import annotations
@@ -95,13 +95,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="mobilenetv2_1_0_tf")
     parser.add_argument("--limit-per-class", type=int, default=100)
-    parser.add_argument("--val-per-class", type=int, default=50, help="0: the full val split")
-    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--val-per-class", type=int, default=30, help="0: the full val split")
+    parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         os.environ.update(
-            ZOO_HOME=str(Path(tmp) / "home"), ZOO_MIRROR=str(WEIGHTS), ZOO_OFFLINE="1",
+            ZOO_HOME=str(tmp / "home"), ZOO_MIRROR=str(WEIGHTS), ZOO_OFFLINE="1",
             ZOO_QUIET="1",
         )  # fmt: skip
         import torch
@@ -110,7 +111,7 @@ def main() -> int:
         from zoo.training.recipe import resolve
 
         recipe = resolve("finetune", epochs=args.epochs)
-        data = subset(Path(tmp) / "data", args.limit_per_class, args.val_per_class)
+        data = subset(tmp / "data", args.limit_per_class, args.val_per_class)
         val_images = sum(len(os.listdir(p)) for p in (data / "val").iterdir())
         results = {
             "model": args.model,
@@ -127,14 +128,19 @@ def main() -> int:
                 f"zoo train --recipe finetune --model {args.model} --data SUBSET "
                 f"--epochs {args.epochs}"
             ),
-            "zero_shot": zero_shot(args.model, recipe.img_size, data),
-            "finetune": run(args.model, "tflite_in1k", data, args.epochs, Path(tmp) / "ft"),
-            "random_init": run(args.model, None, data, args.epochs, Path(tmp) / "scratch"),
             "torch": torch.__version__,
             "zoo": zoo.__version__,
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
         }
+        steps = {
+            "zero_shot": lambda: zero_shot(args.model, recipe.img_size, data),
+            "finetune": lambda: run(args.model, "tflite_in1k", data, args.epochs, tmp / "ft"),
+            "random_init": lambda: run(args.model, None, data, args.epochs, tmp / "scratch"),
+        }
+        for key, step in steps.items():  # each result printed as it comes (runs are long)
+            results[key] = step()
+            print(json.dumps({key: results[key]}), flush=True)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
