@@ -288,4 +288,4 @@ def test_cache_verify_rehashes_converted_checkpoints(tmp_path, http_server, monk
     path.write_bytes(bytes(blob))
     assert [ok for _, ok, _ in verify_checkpoints()] == [False]
     assert cli(["cache", "verify"]) == 1
-    assert "resnet18_v1b/v_in1k.safetensors" in capsys.readouterr().out
+    assert "resnet18_v1b.v_in1k" in capsys.readouterr().out
