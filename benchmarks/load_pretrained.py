@@ -24,6 +24,7 @@ from pathlib import Path
 CHILD = r"""
 import json, sys, time
 import torch, zoo, timm
+import zoo.factory  # zoo imports its model code lazily (PEP 562): not part of loading weights
 
 def status(key):
     for line in open("/proc/self/status"):
