@@ -53,10 +53,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from zoo.training.loop import train
-
     if not args.resume and not (args.model and args.data):
         raise ValueError("--model and --data are required (or --resume RUN_DIR)")
+    if not args.resume:  # bad input answers before torch is imported (seconds on a busy CPU)
+        from zoo.training.recipe import resolve
+
+        resolve(
+            args.recipe,
+            overrides=args.overrides,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            img_size=args.img_size,
+        )
+        if not Path(args.data).expanduser().is_dir():
+            raise FileNotFoundError(f"data folder not found: {args.data}")
+    from zoo.training.loop import train
+
     result = train(
         args.model,
         args.data or "",
