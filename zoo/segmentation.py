@@ -23,6 +23,7 @@ from torchvision.models.segmentation.fcn import FCNHead
 
 from zoo.factory import get_model
 from zoo.models.features import FeatureListNet
+from zoo.transfer import freeze_bn as _freeze_bn
 
 
 class DenseBackbone(nn.Module):
@@ -50,6 +51,7 @@ def _build(
     pretrained_backbone: bool | str | os.PathLike,
     output_stride: int,
     aux_loss: bool,
+    freeze_bn: bool | None,
 ) -> nn.Module:
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1 (21 for VOC: background + 20)")
@@ -60,6 +62,8 @@ def _build(
         out_indices=(3, 4) if aux_loss else (4,),
         output_stride=output_stride,
     )
+    if freeze_bn if freeze_bn is not None else pretrained_backbone is not False:
+        _freeze_bn(body)  # as the detector: pretrained statistics (and folded _tf BN) kept
     aux = FCNHead(body.feature_info[0].num_chs, num_classes) if aux_loss else None
     return model_type(DenseBackbone(body), head(body.feature_info[-1].num_chs, num_classes), aux)
 
@@ -71,13 +75,18 @@ def fcn(
     pretrained_backbone: bool | str | os.PathLike = False,
     output_stride: int = 8,
     aux_loss: bool = False,
+    freeze_bn: bool | None = None,
 ) -> FCN:
     """torchvision's ``FCN`` (``FCNHead``) on a zoo backbone dilated to ``output_stride``.
 
     ``model(x)["out"]`` is ``N x num_classes x H x W`` at the input size. ``pretrained_backbone``
-    accepts whatever ``get_model``'s ``pretrained`` accepts.
+    accepts whatever ``get_model``'s ``pretrained`` accepts. ``freeze_bn`` (default: when the
+    backbone is pretrained) freezes its BatchNorms: needed for the ``_tf`` weights, whose BN is
+    folded into the convs (batch statistics would collapse their features).
     """
-    return _build(FCN, FCNHead, backbone, num_classes, pretrained_backbone, output_stride, aux_loss)
+    return _build(
+        FCN, FCNHead, backbone, num_classes, pretrained_backbone, output_stride, aux_loss, freeze_bn
+    )
 
 
 def deeplabv3(
@@ -87,10 +96,18 @@ def deeplabv3(
     pretrained_backbone: bool | str | os.PathLike = False,
     output_stride: int = 8,
     aux_loss: bool = False,
+    freeze_bn: bool | None = None,
 ) -> DeepLabV3:
     """torchvision's ``DeepLabV3`` (ASPP ``DeepLabHead``) on a dilated zoo backbone, as fcn."""
     return _build(
-        DeepLabV3, DeepLabHead, backbone, num_classes, pretrained_backbone, output_stride, aux_loss
+        DeepLabV3,
+        DeepLabHead,
+        backbone,
+        num_classes,
+        pretrained_backbone,
+        output_stride,
+        aux_loss,
+        freeze_bn,
     )
 
 
