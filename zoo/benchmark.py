@@ -232,10 +232,28 @@ def _memory_probe(spec: dict) -> float:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     baseline = _rss_kib()
+    # Reset the kernel's high-water mark (VmHWM) so the peak is this pass's, not the process's
+    # lifetime maximum (which the first pass or the imports may have set).
+    reset = _reset_peak_rss()
     run, _ = prepare(c, spec["size"], calibrate=False)
     run(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    peak = _peak_rss_kib() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return max(peak - baseline, 0) / 1024
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1])
 
 
 def benchmark_model(
