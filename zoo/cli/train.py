@@ -188,7 +188,7 @@ def run_weights(args: argparse.Namespace) -> int:
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="zoo-demo", metavar="DIR", help="where everything goes")
     p.add_argument("--model", default="resnet18_v1d", metavar="ARCH")
-    p.add_argument("--epochs", type=float, default=12)
+    p.add_argument("--epochs", type=float, default=6)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

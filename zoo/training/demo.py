@@ -69,7 +69,7 @@ def run_demo(
     out: str | Path = "zoo-demo",
     *,
     model: str = "resnet18_v1d",
-    epochs: float = 12,
+    epochs: float = 6,
     img_size: int = 32,
     progress: bool = True,
 ) -> DemoResult:
