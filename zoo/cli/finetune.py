@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from zoo.cli.train import add_recipe_scaling
+
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="ARCH", help="architecture, e.g. mobilenetv2_1_0_tf")
@@ -29,17 +31,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backbone-lr-mult", type=float, metavar="X", help="backbone LR = X * LR (recipe: 0.1)"
     )
-    p.add_argument("--epochs", type=float, help="rescale the recipe to this many epochs")
-    p.add_argument("--img-size", type=int, help="train crop S; eval resize S/0.875, crop S")
-    p.add_argument("--batch-size", type=int, help="global batch; the LR scales linearly")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe value, e.g. --set optim.lr=0.01 (repeatable)",
-    )
+    add_recipe_scaling(p)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/ARCH-RECIPE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="baseline", help="recipe name (`zoo recipes`) or .toml path")
-    p.add_argument("--model", metavar="ARCH", help="architecture, e.g. resnet18_v1d (required)")
-    p.add_argument("--data", metavar="DIR", help="folder with train/ and val/ (required)")
+def add_recipe_scaling(p: argparse.ArgumentParser) -> None:
+    """--epochs, --img-size, --batch-size and --set: how a run reshapes its recipe (train,
+    finetune)."""
     p.add_argument("--epochs", type=float, help="rescale the recipe to this many epochs")
     p.add_argument("--img-size", type=int, help="train crop S; eval resize S/0.875, crop S")
     p.add_argument("--batch-size", type=int, help="global batch; the LR scales linearly")
@@ -25,6 +24,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set optim.lr=0.2 (repeatable)",
     )
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="baseline", help="recipe name (`zoo recipes`) or .toml path")
+    p.add_argument("--model", metavar="ARCH", help="architecture, e.g. resnet18_v1d (required)")
+    p.add_argument("--data", metavar="DIR", help="folder with train/ and val/ (required)")
+    add_recipe_scaling(p)
     p.add_argument("--pretrained", metavar="TAG|PATH", help="start from these weights")
     p.add_argument("--teacher", metavar="ARCH", help="distil from this model")
     p.add_argument(
