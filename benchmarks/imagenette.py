@@ -27,7 +27,14 @@ RESULTS = ROOT / "benchmarks" / "results" / "imagenette.md"
 # name -> (what it answers, zoo train arguments). 128 px train and eval unless said otherwise.
 EXPERIMENTS: dict[str, tuple[str, str]] = {
     "r18_5ep": ("race: resnet18_v1d, 5 epochs", "--model resnet18_v1d --recipe imagenette"),
-    "r50_5ep": ("race: resnet50_v1d, 5 epochs", "--model resnet50_v1d --recipe imagenette"),
+    "r18_race": (
+        "race: resnet18_v1d, 5 epochs, fp32, train 112 / eval 128 px",
+        "--model resnet18_v1d --recipe imagenette_5ep",
+    ),
+    "r50_race": (
+        "race: resnet50_v1d, 5 epochs, fp32, train 112 / eval 128 px",
+        "--model resnet50_v1d --recipe imagenette_5ep",
+    ),
 }
 PEERS = (
     "fastai leaderboard, 128 px, 5 epochs: 87.43 % (mean of 5 runs; another architecture and "

@@ -126,14 +126,15 @@ def test_a_short_real_run_learns(tmp_path: Path) -> None:
     result = train(
         "resnet18_v1d",
         data,
-        recipe="imagenette",
+        recipe="imagenette_5ep",  # trains at 112 px and tests at 128: here 56 and 64
         epochs=3,
-        img_size=64,
+        img_size=56,
         out=tmp_path / "run",
         progress=False,
     )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics == result.metrics
+    assert (metrics["img_size"], metrics["eval_img_size"]) == (56, 64)
     assert metrics["top1"] >= 25.0, metrics  # chance is 10 %
     assert metrics["skipped_images"] == {"train": 0, "val": 0}
     assert metrics["images_per_second"] > 0 and metrics["epochs"] == 3
@@ -145,6 +146,7 @@ def test_a_short_real_run_learns(tmp_path: Path) -> None:
     model = zoo.get_model("resnet18_v1d", pretrained=tmp_path / "run" / "final.safetensors")
     assert model.pretrained_cfg.labels[0] == "n01440764"
     assert model.pretrained_cfg.label_names[0] == "tench"
+    assert model.pretrained_cfg.preprocess.crop == 64  # the weights carry the eval size
     (pred,) = zoo.predict(model, sorted((data / "val" / "n01440764").iterdir())[0], topk=1)
     assert pred[0].label == "tench" or pred[0].label in model.pretrained_cfg.label_names
 

@@ -137,6 +137,17 @@ def test_linear_scaling_and_epoch_rescaling() -> None:
     assert mixed.tricks.mixup_off_epochs == pytest.approx(5)
 
 
+def test_eval_size_follows_the_train_size() -> None:
+    race = R.resolve("imagenette_5ep")
+    assert (race.img_size, race.eval_img_size, race.eval_size) == (112, 128, 128)
+    small = R.resolve("imagenette_5ep", img_size=56)
+    assert (small.img_size, small.eval_size) == (56, 64)  # the ratio is kept
+    plain = R.resolve("imagenette", img_size=96)
+    assert (plain.eval_img_size, plain.eval_size) == (0, 96)  # 0 = the train size
+    with pytest.raises(R.RecipeError, match="eval_img_size"):
+        R.resolve("imagenette", overrides=["eval_img_size=4"])
+
+
 def test_recipes_inherit_and_carry_the_papers_settings() -> None:
     base, eff, bot = (R.resolve(n) for n in ("baseline", "efficient", "bag_of_tricks"))
     assert (base.batch_size, base.optim.lr, base.schedule.milestones) == (256, 0.1, (30, 60, 90))

@@ -14,7 +14,11 @@ def add_recipe_scaling(p: argparse.ArgumentParser) -> None:
     """--epochs, --img-size, --batch-size and --set: how a run reshapes its recipe (train,
     finetune)."""
     p.add_argument("--epochs", type=float, help="rescale the recipe to this many epochs")
-    p.add_argument("--img-size", type=int, help="train crop S; eval resize S/0.875, crop S")
+    p.add_argument(
+        "--img-size",
+        type=int,
+        help="train crop S (eval: the recipe's eval_img_size scaled alike, or S)",
+    )
     p.add_argument("--batch-size", type=int, help="global batch; the LR scales linearly")
     p.add_argument(
         "--set",

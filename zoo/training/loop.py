@@ -162,11 +162,12 @@ def _run(
     model = _build_model(args, rec, len(class_ids), d)
     arch_pre: Preprocess = model.pretrained_cfg.preprocess
     # Normalisation comes from the weights (e.g. mean = std = 0.5 for the _tf weights).
-    pre = dataclasses.replace(arch_pre, crop=rec.img_size, resize=D.eval_resize(rec.img_size))
-    short = D.eval_resize(rec.img_size)
+    pre = dataclasses.replace(arch_pre, crop=rec.eval_size, resize=D.eval_resize(rec.eval_size))
     show = progress and d.is_main
-    tr_imgs, tr_tgts, tr_skip = D.decode_split(train_split, short, rec.workers, show)
-    va_imgs, va_tgts, va_skip = D.decode_split(val_split, short, rec.workers, show)
+    # Decoded once, at the short side each split's transform starts from.
+    train_short = D.eval_resize(rec.img_size)
+    tr_imgs, tr_tgts, tr_skip = D.decode_split(train_split, train_short, rec.workers, show)
+    va_imgs, va_tgts, va_skip = D.decode_split(val_split, pre.resize, rec.workers, show)
     layout = D.Layout.plan(rec.batch_size, rec.micro_batch, d.world)
     steps_per_epoch = len(tr_imgs) // rec.batch_size
     if steps_per_epoch == 0:
@@ -176,7 +177,7 @@ def _run(
         )
     plan = StepPlan.from_recipe(rec, steps_per_epoch)
     train_set = D.SeededImages(tr_imgs, tr_tgts, D.train_transform(rec.augment, rec.img_size, pre))
-    val_tf = D.eval_transform(rec.img_size, pre)
+    val_tf = D.eval_transform(rec.eval_size, pre)
 
     model.to(d.device)
     if rec.channels_last:

@@ -150,6 +150,7 @@ def metrics(
         "epochs": rec.epochs,
         "steps": st.step,
         "img_size": rec.img_size,
+        "eval_img_size": rec.eval_size,
         "batch_size": rec.batch_size,
         "top1": final.get("ema_top1" if use_ema else "val_top1"),
         "top5": final.get("ema_top5" if use_ema else "val_top5"),

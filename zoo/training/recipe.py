@@ -142,7 +142,11 @@ class Recipe:
     epochs: float = 120.0
     batch_size: int = 256  # global batch per optimizer step (all processes, all micro-batches)
     micro_batch: int = 0  # largest batch one forward sees per process; 0 = no accumulation
-    img_size: int = 224
+    img_size: int = 224  # train crop
+    # Eval crop; 0 = img_size. Random-resized crops make objects look bigger in training than
+    # in a centre crop of the same size, so a model tests best somewhat larger than it trained
+    # (Touvron et al. 2019, "FixRes"): training smaller is cheaper and loses nothing.
+    eval_img_size: int = 0
     precision: str = "fp32"
     channels_last: bool = True
     seed: int = 0
@@ -159,11 +163,20 @@ class Recipe:
         _check(self.batch_size > 0, "batch_size must be > 0")
         _check(self.micro_batch >= 0, "micro_batch must be >= 0")
         _check(self.img_size >= 8, "img_size must be >= 8")
+        _check(
+            self.eval_img_size == 0 or self.eval_img_size >= 8,
+            "eval_img_size must be 0 (= img_size) or >= 8",
+        )
         _check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
         _check(self.workers >= 0, "workers must be >= 0")
         _check(self.limit_per_class >= 0, "limit_per_class must be >= 0")
         _check(self.schedule.warmup_epochs <= self.epochs, "schedule.warmup_epochs exceeds epochs")
         _check(self.tricks.mixup_off_epochs <= self.epochs, "tricks.mixup_off_epochs > epochs")
+
+    @property
+    def eval_size(self) -> int:
+        """The eval (and exported weights') crop: ``eval_img_size``, or ``img_size`` if 0."""
+        return self.eval_img_size or self.img_size
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -376,8 +389,18 @@ def resolve(
     if batch_size is not None:
         recipe = rescale_batch(recipe, batch_size)
     if img_size is not None:
-        recipe = dataclasses.replace(recipe, img_size=img_size)
+        recipe = rescale_img_size(recipe, img_size)
     return recipe
+
+
+def rescale_img_size(recipe: Recipe, img_size: int) -> Recipe:
+    """Train at ``img_size``; a separate eval size keeps its ratio to the train size."""
+    if img_size < 8:
+        raise RecipeError("img_size must be >= 8")
+    eval_img_size = recipe.eval_img_size
+    if eval_img_size:
+        eval_img_size = max(8, round(eval_img_size * img_size / recipe.img_size))
+    return dataclasses.replace(recipe, img_size=img_size, eval_img_size=eval_img_size)
 
 
 def load_resolved(path: str | Path) -> Recipe:

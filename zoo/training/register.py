@@ -112,7 +112,7 @@ def add_weights(
                 "top5": metrics["top5"],
                 "source": "zoo",
                 "dataset": f"{Path(args['data']).name}-val",
-                "img_size": metrics["img_size"],
+                "img_size": metrics.get("eval_img_size", metrics["img_size"]),
             }
         ],
         "artifacts": [
