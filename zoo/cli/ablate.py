@@ -23,7 +23,11 @@ def add_ablate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ladder", help=LADDER_HELP)
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="runs per rung (seeds 0..N-1)")
     p.add_argument("--epochs", type=float, help="every rung's length (default: the first recipe's)")
-    p.add_argument("--img-size", type=int, help="train crop S; eval resize S/0.875, crop S")
+    p.add_argument(
+        "--img-size",
+        type=int,
+        help="train crop S (eval: the recipe's eval_img_size scaled alike, or S)",
+    )
     p.add_argument(
         "--batch-size", type=int, help="one global batch for every rung (LR scales linearly)"
     )
