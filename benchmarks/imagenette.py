@@ -37,6 +37,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "race: resnet18_v1d, 5 epochs, fp32, train 112 / eval 128 px",
         "--model resnet18_v1d --recipe imagenette_5ep",
     ),
+    "r18_20min": (
+        "acceptance: resnet18_v1d within 20 min wall: 4 epochs, evaluated once at the end",
+        "--model resnet18_v1d --recipe imagenette_5ep --epochs 4 --set eval_every=4",
+    ),
     "r50_race": (
         "race: resnet50_v1d, 5 epochs, fp32, train 112 / eval 128 px",
         "--model resnet50_v1d --recipe imagenette_5ep",

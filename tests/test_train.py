@@ -127,6 +127,7 @@ def test_a_short_real_run_learns(tmp_path: Path) -> None:
         "resnet18_v1d",
         data,
         recipe="imagenette_5ep",  # trains at 112 px and tests at 128: here 56 and 64
+        overrides=["eval_every=2"],  # epochs 2 and 3 (the last always is)
         epochs=3,
         img_size=56,
         out=tmp_path / "run",
@@ -140,6 +141,8 @@ def test_a_short_real_run_learns(tmp_path: Path) -> None:
     assert metrics["images_per_second"] > 0 and metrics["epochs"] == 3
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert ["val_top1" in r for r in log] == [False, True, True]
+    assert metrics["top1"] == log[-1]["val_top1"]
     png = (tmp_path / "run" / "plot.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     # The final weights reload with their class ids and names, and evaluate on the folders.

@@ -27,17 +27,36 @@ log = logging.getLogger("zoo")
 def end_of_epoch(
     ctx: Ctx, st: State, epoch: int, train_loss: float, seen: int, seconds: float
 ) -> None:
-    top1, top5, val_loss = evaluate_split(ctx, ctx.model)
     record = {
         "epoch": epoch + 1,
         "step": st.step,
         "lr": lr_at(max(0, st.step - 1), ctx.plan),
         "train_loss": round(train_loss, 5),
-        "val_loss": round(val_loss, 5),
-        "val_top1": round(top1, 3),
-        "val_top5": round(top5, 3),
         "images_per_second": round(seen * ctx.d.world / max(seconds, 1e-9), 2),
     }
+    last = st.step >= ctx.plan.total_steps
+    if last or (epoch + 1) % ctx.rec.eval_every == 0:
+        _evaluate_into(ctx, st, epoch, record)
+    if ctx.d.is_main:
+        rundir.append_log(ctx.run_dir, record)
+        shown = (
+            f", val top-1 {record['val_top1']:.2f}%, top-5 {record['val_top5']:.2f}%"
+            if "val_top1" in record
+            else ""
+        )
+        log.info(
+            "epoch %d: loss %.4f%s, %.1f img/s",
+            epoch + 1,
+            train_loss,
+            shown,
+            record["images_per_second"],
+        )
+
+
+def _evaluate_into(ctx: Ctx, st: State, epoch: int, record: dict[str, Any]) -> None:
+    top1, top5, val_loss = evaluate_split(ctx, ctx.model)
+    record["val_loss"] = round(val_loss, 5)
+    record["val_top1"], record["val_top5"] = round(top1, 3), round(top5, 3)
     if ctx.ema is not None:
         record["ema_top1"], record["ema_top5"], _ = (
             round(v, 3) for v in evaluate_split(ctx, ctx.ema.module)
@@ -45,16 +64,6 @@ def end_of_epoch(
         top1, top5 = record["ema_top1"], record["ema_top5"]
     if top1 > st.best_top1:
         st.best_top1, st.best_top5, st.best_epoch = top1, top5, epoch + 1
-    if ctx.d.is_main:
-        rundir.append_log(ctx.run_dir, record)
-        log.info(
-            "epoch %d: loss %.4f, val top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
-            epoch + 1,
-            train_loss,
-            top1,
-            top5,
-            record["images_per_second"],
-        )
 
 
 @torch.no_grad()

@@ -151,6 +151,7 @@ class Recipe:
     channels_last: bool = True
     seed: int = 0
     workers: int = 2  # DataLoader workers per process
+    eval_every: int = 1  # evaluate every N epochs; the last epoch always is (short runs: time)
     limit_per_class: int = 0  # train on the first N images of each class (sorted); 0 = all
     optim: Optim = field(default_factory=Optim)
     schedule: Schedule = field(default_factory=Schedule)
@@ -169,6 +170,7 @@ class Recipe:
         )
         _check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
         _check(self.workers >= 0, "workers must be >= 0")
+        _check(self.eval_every >= 1, "eval_every must be >= 1")
         _check(self.limit_per_class >= 0, "limit_per_class must be >= 0")
         _check(self.schedule.warmup_epochs <= self.epochs, "schedule.warmup_epochs exceeds epochs")
         _check(self.tricks.mixup_off_epochs <= self.epochs, "tricks.mixup_off_epochs > epochs")

@@ -87,7 +87,8 @@ def check_resumable(run_dir: Path) -> dict[str, Any]:
 
 def plot_curves(run_dir: Path, records: list[dict[str, Any]], lrs: list[float]) -> Path | None:
     """Loss, accuracy and LR against epochs, as ``plot.png``; None when nothing to draw yet."""
-    epochs = [r for r in records if "epoch" in r and "val_top1" in r]
+    every = [r for r in records if "epoch" in r]
+    epochs = [r for r in every if "val_top1" in r]  # evaluated ones (recipe.eval_every)
     if not epochs:
         return None
     import matplotlib
@@ -97,7 +98,9 @@ def plot_curves(run_dir: Path, records: list[dict[str, Any]], lrs: list[float]) 
 
     x = [r["epoch"] for r in epochs]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(x, [r["train_loss"] for r in epochs], marker="o", label="train")
+    axes[0].plot(
+        [r["epoch"] for r in every], [r["train_loss"] for r in every], marker="o", label="train"
+    )
     if any("val_loss" in r for r in epochs):
         axes[0].plot(x, [r.get("val_loss") for r in epochs], marker="o", label="val")
     axes[0].set(title="loss", xlabel="epoch")
@@ -108,7 +111,7 @@ def plot_curves(run_dir: Path, records: list[dict[str, Any]], lrs: list[float]) 
         axes[1].plot(x, [r.get("ema_top1") for r in epochs], marker="o", label="EMA top-1")
     axes[1].set(title="val accuracy (%)", xlabel="epoch")
     axes[1].legend()
-    axes[2].plot([i / max(1, len(lrs)) * x[-1] for i in range(len(lrs))], lrs)
+    axes[2].plot([i / max(1, len(lrs)) * every[-1]["epoch"] for i in range(len(lrs))], lrs)
     axes[2].set(title="learning rate", xlabel="epoch")
     fig.tight_layout()
     path = run_dir / PLOT_FILE
