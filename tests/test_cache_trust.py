@@ -100,12 +100,17 @@ def test_plain_fetch_gets_a_provisional_record(http_server):
 # ------------------------------------------------------------------------- fallback
 
 
-def _corrupt_zip() -> bytes:
+def _zip(member: str, data: bytes, *, corrupt: bool = False) -> bytes:
+    """A stored zip of ``data``; ``corrupt``: a deflated one whose stream is broken (zlib.error
+    while inflating) -- of a small payload, deflating megabytes would only cost test time."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("m.params", os.urandom(2048) * 8)
+    method = zipfile.ZIP_DEFLATED if corrupt else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", method) as zf:
+        zf.writestr(member, os.urandom(2048) * 8 if corrupt else data)
     blob = bytearray(buffer.getvalue())
-    blob[40:104] = b"\xff" * 64  # the deflate stream: zlib.error while inflating
+    if corrupt:  # an invalid block type right after the local header
+        start = 30 + len(member)
+        blob[start : start + 64] = b"\xff" * 64
     return bytes(blob)
 
 
@@ -116,7 +121,7 @@ def test_any_artifact_failure_falls_back_to_the_next(bad, tmp_path, http_server,
     if bad == "html":
         first = _unhashed("page.safetensors", http_server.add("/p", b"<html>login</html>"))
     elif bad == "zip":
-        url = http_server.add("/z.zip", _corrupt_zip())
+        url = http_server.add("/z.zip", _zip("m.params", b"", corrupt=True))
         files = [{"name": "z.zip", "sources": [url], "member": "m.params", "sha1": "1" * 40}]
         first = {"format": "gluoncv", "files": files}
     else:
@@ -128,6 +133,48 @@ def test_any_artifact_failure_falls_back_to_the_next(bad, tmp_path, http_server,
          "sha256": hashlib.sha256(data).hexdigest()}]}  # fmt: skip
     _manifest(tmp_path, monkeypatch, [first, good])
     torch.testing.assert_close(_output(zoo.get_model("resnet18_v1b", pretrained="t_in1k")), y)
+
+
+@pytest.mark.parametrize("bad", ["mirror-html", "truncated", "zip"])
+def test_a_bad_first_download_falls_back_to_the_files_next_source(bad, tmp_path, http_server,
+                                                                  monkeypatch, r18):  # fmt: skip
+    """In the same run: the unhashed file's bad copy is dropped, its next source is tried."""
+    data, y = r18
+    name, extra = "w.safetensors", {}
+    if bad == "mirror-html":  # ZOO_MIRROR comes first and serves an error page with status 200
+        http_server.add(f"/mirror/{name}", b"<html>mirror quota exceeded</html>")
+        monkeypatch.setenv("ZOO_MIRROR", http_server.url("/mirror"))
+        sources = [http_server.add("/good/w", data)]
+    elif bad == "truncated":  # a short body that says it is short: nothing to resume
+        sources = [http_server.add("/cut/w", data[: len(data) // 2]), http_server.add("/w", data)]
+    else:
+        name, extra = "w.zip", {"member": "w.safetensors"}
+        sources = [http_server.add("/bad/w.zip", _zip("w.safetensors", data, corrupt=True)),
+                   http_server.add("/w.zip", _zip("w.safetensors", data))]  # fmt: skip
+    files = [{"name": name, "sources": sources, "unverified": "test", **extra}]
+    _manifest(tmp_path, monkeypatch, [{"format": "timm", "files": files}])
+    torch.testing.assert_close(_output(zoo.get_model("resnet18_v1b", pretrained="t_in1k")), y)
+    (record,) = json.loads((zoo.hub.zoo_home() / "tofu.json").read_text()).values()
+    assert record["url"] == sources[-1] and "provisional" not in record  # the good one, trusted
+    served = len(http_server.log)
+    zoo.get_model("resnet18_v1b", pretrained="t_in1k")
+    assert len(http_server.log) == served  # and reused, bad copy gone for good
+
+
+def test_when_every_source_is_bad_the_error_lists_each(tmp_path, http_server, monkeypatch, r18):
+    data, _ = r18
+    html = http_server.add("/a/w", b"<html>sign in</html>")
+    cut = http_server.add("/b/w", data[:4096])
+    files = [{"name": "w.safetensors", "sources": [html, cut], "unverified": "test"}]
+    _manifest(tmp_path, monkeypatch, [{"format": "timm", "files": files}])
+    with pytest.raises(zoo.weights.WeightsUnavailableError) as caught:
+        zoo.get_model("resnet18_v1b", pretrained="t_in1k")
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 2 and "next source" in lines[1], lines
+    assert f"dropped w.safetensors from {html}" in lines[0]
+    assert f"dropped w.safetensors from {cut}" in lines[1]
+    assert json.loads((zoo.hub.zoo_home() / "tofu.json").read_text()) == {}
+    assert [len(http_server.requests(p)) for p in ("/a/w", "/b/w")] == [1, 1]
 
 
 # --------------------------------------------------------------- converted checkpoints
@@ -262,3 +309,65 @@ def test_cache_ls_and_rm_cover_checkpoints_and_members(tmp_path, http_server, mo
     capsys.readouterr()
     assert cli(["cache", "ls", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_cache_verify_converts_and_loads_and_names_the_fix(tmp_path, http_server, monkeypatch,
+                                                           r18, capsys):  # fmt: skip
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from zoo.cli import main as cli
+
+    data, _ = r18
+    good, bad = http_server.add("/g", data), http_server.add("/b", b"<html>sign in</html>")
+    entries = [
+        {"arch": "resnet18_v1b", "tag": tag, "default": False, "num_classes": 1000,
+         "labels": "imagenet-1k", "license": "apache-2.0", "provenance": "test",
+         "artifacts": [_unhashed(name, url)]}
+        for tag, name, url in (("t_in1k", "g.safetensors", good), ("b_in1k", "b.safetensors", bad))
+    ]  # fmt: skip
+    (tmp_path / "m.json").write_text(json.dumps({"format_version": 2, "weights": entries}))
+    monkeypatch.setenv("ZOO_MANIFESTS", str(tmp_path / "m.json"))
+    g = fetch(good, filename="g.safetensors")  # plain fetches: provisional first-use records
+    fetch(bad, filename="b.safetensors")
+
+    def verify(*flags: str) -> tuple[int, dict]:
+        rc = cli(["cache", "verify", "--json", *flags])
+        report = json.loads(capsys.readouterr().out)
+        return rc, {Path(d["path"]).name: d for d in report["downloads"] + report["checkpoints"]}
+
+    rc, found = verify("--hashes-only")  # a hash cannot tell an error page from weights
+    assert (
+        rc == 0 and found["b.safetensors"]["provisional"] and found["g.safetensors"]["provisional"]
+    )
+    rc, found = verify()
+    assert rc == 1
+    assert found["g.safetensors"]["ok"] and "converts and loads" in found["g.safetensors"]["reason"]
+    assert not recorded_hash(f"{g.parent.name}/g.safetensors").provisional  # confirmed
+    reason = found["b.safetensors"]["reason"]
+    assert (
+        not found["b.safetensors"]["ok"] and "does not convert into resnet18_v1b.b_in1k" in reason
+    )
+    assert "`zoo cache rm --forget b.safetensors` and download again" in reason
+    assert cli(["cache", "rm", "--forget", "b.safetensors"]) == 0  # the fix it names
+    capsys.readouterr()
+    zoo.get_model("resnet18_v1b", pretrained="t_in1k")
+    out = checkpoint_path(find_entry("resnet18_v1b", "t_in1k"))
+    rc, found = verify()  # the checkpoint loads: its download is not converted once more
+    assert rc == 0 and found[out.name]["reason"] == "sha256 ok, loads"
+    assert "converts" not in found["g.safetensors"]["reason"]
+
+    # A converted checkpoint that hashes as recorded but does not load (a NaN written before
+    # the hash was recorded) is named with the command that removes it.
+    with safe_open(str(out), "pt") as f:
+        metadata = f.metadata()
+    state = load_file(out)
+    state["fc.bias"][3] = float("nan")
+    save_file(state, out, metadata=metadata)
+    record = json.loads(out.with_suffix(".json").read_text())
+    record.update(sha256=hashlib.sha256(out.read_bytes()).hexdigest(), size=out.stat().st_size)
+    out.with_suffix(".json").write_text(json.dumps(record))
+    rc, found = verify()
+    assert rc == 1 and "NaN" in found[out.name]["reason"]
+    assert "`zoo cache rm resnet18_v1b.t_in1k`" in found[out.name]["reason"]
+    assert cli(["cache", "rm", "resnet18_v1b.t_in1k"]) == 0 and not out.exists()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 from collections import Counter
+from pathlib import Path
 
 from zoo.cli.output import human_size, print_json, print_table
 from zoo.hub import (
     CacheEntry,
+    VerifyResult,
     cache_dir,
     cache_entries,
     forget_matching,
@@ -17,6 +19,7 @@ from zoo.hub import (
     zoo_home,
 )
 from zoo.weights import verify_checkpoints
+from zoo.weights.checkpoints import checkpoint_name
 from zoo.weights.derived import (
     CHECKPOINT,
     MEMBER,
@@ -26,6 +29,7 @@ from zoo.weights.derived import (
     matches,
     remove_derived,
 )
+from zoo.weights.usable import UsableCheck
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +58,15 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
         help="also forget hashes recorded on first use (accept changed upstream), and remove "
         "the checkpoints and members made from what is forgotten",
     )
-    sub.add_parser("verify", parents=[common], help="re-hash cached files")
+    verify = sub.add_parser(
+        "verify", parents=[common],
+        help="re-hash cached files, load converted checkpoints, convert cached downloads",
+    )  # fmt: skip
+    verify.add_argument(
+        "--hashes-only",
+        action="store_true",
+        help="only re-hash (fast, no torch): skip loading checkpoints and converting downloads",
+    )
 
 
 def _entry_json(entry: CacheEntry) -> dict[str, object]:
@@ -137,22 +149,33 @@ def _rm(args: argparse.Namespace) -> int:
     return 0 if removed or forgotten else 1
 
 
+Checkpoint = tuple[Path, bool, str]  # (converted checkpoint, ok, reason)
+
+
 def _verify(args: argparse.Namespace) -> int:
     results = verify_cache()
     checkpoints = verify_checkpoints()
+    checks: list[UsableCheck] = []
+    if not args.hashes_only:
+        checkpoints, checks = _usable(results, checkpoints)
+    downloads = [(r, *_merged(r, checks)) for r in results]
     if args.json:
-        downloads = [{**_entry_json(r.entry), "ok": r.ok, "reason": r.reason} for r in results]
+        files = [
+            {**_entry_json(r.entry), "ok": ok, "reason": why,
+             "provisional": r.provisional and ok is None}
+            for r, ok, why in downloads
+        ]  # fmt: skip
         converted = [{"path": str(p), "ok": ok, "reason": why} for p, ok, why in checkpoints]
-        print_json({"downloads": downloads, "checkpoints": converted})
+        print_json({"downloads": files, "checkpoints": converted})
     else:
         status = {True: "ok", False: "CORRUPT", None: "unchecked"}
         rows = [
             (r.entry.filename, human_size(r.entry.size),
-             "provisional" if r.reason.startswith("provisional") else status[r.ok], r.reason)
-            for r in results
+             "provisional" if r.provisional and ok is None else status[ok], why)
+            for r, ok, why in downloads
         ]  # fmt: skip
         rows += [
-            (f"{p.parent.name}.{p.stem}", human_size(p.stat().st_size) if p.exists() else "-",
+            (checkpoint_name(p), human_size(p.stat().st_size) if p.exists() else "-",
              status[ok], why)
             for p, ok, why in checkpoints
         ]  # fmt: skip
@@ -160,11 +183,37 @@ def _verify(args: argparse.Namespace) -> int:
             print_table(("NAME", "SIZE", "STATUS", "DETAIL"), rows)
         else:
             print("cache is empty")
-    bad = [r for r in results if r.ok is False] + [c for c in checkpoints if not c[1]]
+    bad = [d for d in downloads if d[1] is False] + [c for c in checkpoints if not c[1]]
     if bad and not args.json:
-        print(f"\n{len(bad)} corrupt file(s); remove them with `zoo cache rm NAME` (the next "
-              "use downloads or converts them again)")  # fmt: skip
+        print(f"\n{len(bad)} file(s) failed; DETAIL names the fix for each (`zoo cache rm NAME` "
+              "removes one; the next use downloads or converts it again)")  # fmt: skip
     return 1 if bad else 0
+
+
+def _usable(
+    results: list[VerifyResult], checkpoints: list[Checkpoint]
+) -> tuple[list[Checkpoint], list[UsableCheck]]:
+    """Beyond hashes: load each intact checkpoint, convert each intact cached artifact."""
+    from zoo.weights.usable import check_checkpoint, check_downloads
+
+    checked, loaded = [], []
+    for path, ok, why in checkpoints:
+        problem = check_checkpoint(path) if ok else None
+        if ok and problem is None:
+            loaded.append(path)
+        checked.append((path, ok and problem is None, problem or (f"{why}, loads" if ok else why)))
+    intact = [r.entry.key for r in results if r.ok or r.provisional]
+    return checked, check_downloads(intact, loaded)
+
+
+def _merged(result: VerifyResult, checks: list[UsableCheck]) -> tuple[bool | None, str]:
+    """A download's status: its hash, then whether what it is part of converts and loads."""
+    mine = [c for c in checks if result.entry.key in c.keys]
+    if not mine:
+        return result.ok, result.reason
+    hashed = "sha256 ok (recorded on first use)" if result.provisional else result.reason
+    failed = [c for c in mine if not c.ok]
+    return not failed, "; ".join([hashed, *(c.detail for c in failed or mine)])
 
 
 def run_cache(args: argparse.Namespace) -> int:

@@ -198,22 +198,22 @@ def confirm_recorded(key: str) -> bool:
         return True
 
 
-def drop_provisional(key: str) -> bool:
+def drop_provisional(key: str) -> TofuRecord | None:
     """Remove the cached file of ``key`` and its record if the record is still provisional
     (a first download that turned out bad); a confirmed record and its file stay. Returns
-    whether anything was dropped."""
+    the dropped record (its ``url`` names the source that served the bad bytes), else None."""
     final = path_for_key(key)
     lock = filelock.FileLock(str(lock_path(final)), timeout=60)
     with lock, _tofu_lock():
-        data = _read_tofu()
-        raw = data.get(key)
-        if not isinstance(raw, dict) or raw.get("provisional") is not True:
-            return False
+        record = recorded_hash(key)
+        if record is None or not record.provisional:
+            return None
         final.unlink(missing_ok=True)
+        data = _read_tofu()
         del data[key]
         _write_json_atomic(_tofu_file(), data)
-    log.warning("dropped %s and its first-use hash: the file did not convert", key)
-    return True
+    log.warning("dropped %s and its first-use hash: the file proved bad", key)
+    return record
 
 
 def forget_recorded(key: str) -> bool:
@@ -246,6 +246,8 @@ class VerifyResult(NamedTuple):
     entry: CacheEntry
     ok: bool | None  # None: nothing to verify against (partial file, or no known hash)
     reason: str
+    # The hash matches a first-use record nothing has confirmed yet (ok is None then).
+    provisional: bool = False
 
 
 def _expected_sha256(key: str, tofu: dict[str, dict[str, object]]) -> str | None:
@@ -376,7 +378,8 @@ def verify_cache() -> list[VerifyResult]:
         try:
             digest = hash_file(entry.path, sha1=directory.startswith("sha1-"))
         except OSError as exc:
-            results.append(VerifyResult(entry, False, f"unreadable: {exc}"))
+            fix = f"run `zoo cache rm {entry.filename}` and download again"
+            results.append(VerifyResult(entry, False, f"unreadable ({exc}); {fix}"))
             continue
         origin = ""
         if directory.startswith("sha256-"):
@@ -393,7 +396,8 @@ def verify_cache() -> list[VerifyResult]:
             ok = digest.sha256 == expected and digest.size == record.get("size")
             how, origin = "sha256", " (recorded on first use)"
             if ok and record.get("provisional") is True:
-                results.append(VerifyResult(entry, None, _PROVISIONAL.format(entry.filename)))
+                reason = _PROVISIONAL.format(entry.filename)
+                results.append(VerifyResult(entry, None, reason, provisional=True))
                 continue
         if ok:
             results.append(VerifyResult(entry, True, f"{how} ok{origin}"))
@@ -402,5 +406,6 @@ def verify_cache() -> list[VerifyResult]:
             err = HashMismatchError(
                 str(entry.path), how, expected, str(actual), note=origin.strip(" ()")
             )
-            results.append(VerifyResult(entry, False, str(err)))
+            fix = f"run `zoo cache rm {entry.filename}` and download again"
+            results.append(VerifyResult(entry, False, f"{err}; {fix}"))
     return results

@@ -24,7 +24,8 @@ Guarantees (see :mod:`zoo.hub.cache` for the on-disk layout):
   (:func:`~zoo.hub.cache.confirm_recorded`) or drops file and record because it is not
   (:func:`~zoo.hub.cache.drop_provisional`, then the next fetch downloads again).
   :mod:`zoo.weights` confirms once the file converted into a checked checkpoint and drops it
-  when the conversion fails.
+  when the conversion fails. A caller that dropped a bad first download passes the source
+  that served it (the record's ``url``) in ``skip``, so that the next fetch tries the others.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -155,6 +156,7 @@ def fetch(
     deadline: float | None = None,
     local: Sequence[LocalFile] = (),
     local_root: str | os.PathLike[str] | None = None,
+    skip: Collection[str] = (),
 ) -> Path:
     """Return the path of a verified cached copy of the file, downloading it if needed.
 
@@ -166,7 +168,8 @@ def fetch(
     libraries' caches (:func:`~zoo.hub.local_caches.find_local`), tried before any source.
     ``local_root``: local sources must really lie in this folder (e.g. the folder of the
     manifest naming them); a symlink out of it is refused, as one out of a ``ZOO_MIRROR``
-    folder always is.
+    folder always is. ``skip``: labels of sources (mirrors included) not to try, e.g. the
+    ``url`` of a first-use record dropped because that source served a bad file.
 
     Raises ``ValueError`` for bad arguments, else a :class:`~zoo.hub.errors.FetchError`:
     ``HashMismatchError``, ``OfflineError``, ``DeadlineExceededError`` or
@@ -199,7 +202,9 @@ def fetch(
             return final  # another process finished while we waited for the lock
         with contextlib.suppress(FileNotFoundError):
             final.unlink()  # wrong size: never hand it out again
-        return _fetch_locked(key, final, filename, sources, local, expected, clock, quiet)
+        return _fetch_locked(
+            key, final, filename, sources, local, expected, clock, quiet, frozenset(skip)
+        )
     finally:
         lock.release()
 
@@ -213,6 +218,7 @@ def _fetch_locked(
     expected: _Expected,
     clock: Deadline,
     quiet: bool | None,
+    skip: frozenset[str],
 ) -> Path:
     offline = config.is_offline()
     attempts: list[Attempt] = []
@@ -227,6 +233,9 @@ def _fetch_locked(
     session = None
     try:
         for source in [*mirror_sources(filename), *sources]:
+            if source.label in skip:
+                attempts.append((source.label, "skipped: it served a bad file earlier"))
+                continue
             if offline and source.is_remote:
                 attempts.append((source.label, "skipped: offline mode"))
                 continue

@@ -14,6 +14,7 @@ the ones that need a download, whatever their order in the manifest.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from zoo.hub import (
 from zoo.hub.atomic import atomic_path
 from zoo.hub.errors import FetchError, HashMismatchError
 from zoo.hub.local_caches import LocalFile, copy_verified, find_local, is_verifiable
-from zoo.hub.sources import mirror_sources
+from zoo.hub.sources import mirror_sources, parse_source
 from zoo.weights.manifest import Artifact, ArtifactFile, WeightsEntry
 
 log = logging.getLogger("zoo")
@@ -79,7 +80,7 @@ def plan_file(file: ArtifactFile) -> FilePlan:
         if cached is not None:
             return FilePlan(file, ZOO_CACHE, (str(cached),))
         return _from_local_caches(file) or _download(file, file.name)
-    member = _member_path(file)
+    member = member_path(file)
     if member.is_file():
         return FilePlan(file, ZOO_CACHE, (str(member),))
     archive = cached_copy(file.sources, filename=file.name)  # the hash is the member's
@@ -109,7 +110,14 @@ def _download(file: ArtifactFile, filename: str, note: str = "") -> FilePlan:
     return FilePlan(file, DOWNLOAD, locations, note)
 
 
-def _member_path(file: ArtifactFile) -> Path:
+def source_labels(file: ArtifactFile) -> list[str]:
+    """Every place the download of ``file`` may come from, as fetch labels them (and as a
+    first-use record's ``url`` names the one that served it): mirrors first."""
+    mirrors = [source.label for source in mirror_sources(file.name)]
+    return [*mirrors, *(parse_source(source).label for source in file.sources)]
+
+
+def member_path(file: ArtifactFile) -> Path:
     """Where ``file.member`` is kept: apart from the downloads (the cache's files/ folder only
     holds fetched files), in a folder named like the archive's own cache entry."""
     assert file.member is not None
@@ -117,16 +125,24 @@ def _member_path(file: ArtifactFile) -> Path:
     return zoo_home() / "extracted" / archive_key.partition("/")[0] / file.member
 
 
-def fetch_file(file: ArtifactFile, quiet: bool | None = None, root: Path | None = None) -> Path:
+def fetch_file(
+    file: ArtifactFile,
+    quiet: bool | None = None,
+    root: Path | None = None,
+    *,
+    skip: Collection[str] = (),
+    deadline: float | None = None,
+) -> Path:
     """Fetch one artifact file as :func:`plan_file` plans it; for an archive member, extract
     it (or copy it from GluonCV's cache) and verify the member. ``root``: the folder of the
-    manifest naming the file; a local source must really lie in it (no symlink out)."""
+    manifest naming the file; a local source must really lie in it (no symlink out).
+    ``skip`` and ``deadline`` as :func:`zoo.hub.fetch` takes them."""
     plan = plan_file(file)
     if file.member is None:
         return fetch(file.sources, sha256=file.sha256, sha1=file.sha1, size=file.size,
                      filename=file.name, quiet=quiet, local=plan.local,
-                     local_root=root)  # fmt: skip
-    member = _member_path(file)
+                     local_root=root, skip=skip, deadline=deadline)  # fmt: skip
+    member = member_path(file)
     if not member.is_file():
         refused = []
         for candidate in plan.local:
@@ -136,7 +152,12 @@ def fetch_file(file: ArtifactFile, quiet: bool | None = None, root: Path | None 
             refused.append(reason)
         try:
             archive = fetch(
-                file.sources, filename=file.name, quiet=quiet, local_root=root
+                file.sources,
+                filename=file.name,
+                quiet=quiet,
+                local_root=root,
+                skip=skip,
+                deadline=deadline,
             )  # fmt: skip  (the hash is the member's)
         except FetchError as err:
             if not refused:
@@ -174,6 +195,8 @@ __all__ = [
     "ArtifactPlan",
     "FilePlan",
     "fetch_file",
+    "member_path",
     "plan_artifacts",
     "plan_file",
+    "source_labels",
 ]

@@ -5,10 +5,20 @@ Imported by :func:`zoo.weights.ensure_checkpoint` only when a checkpoint has to 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
-from zoo.checkpoint import CheckpointMeta, config_diff, read_meta, save_checkpoint
+import torch
+
+from zoo.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    config_diff,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from zoo.formats import ZOO
 from zoo.hub.atomic import atomic_path
 from zoo.registry import canonical_name, get_spec
@@ -52,3 +62,30 @@ def build_checkpoint(entry: WeightsEntry, artifact: Artifact, paths: list[Path],
         source=f"{entry.name}: {artifact.format} {', '.join(f.name for f in artifact.files)}",
     )
     save_checkpoint(out, converted.state_dict, meta)
+
+
+_COUNTER = "num_batches_tracked"  # BatchNorm's step counter: files may have it or not
+
+
+def check_loads(path: Path) -> None:
+    """Read ``path`` back as the loader does and load it into its architecture: every tensor
+    the model needs, of its shape, and finite. Only then is a first-use download trusted (and
+    `zoo cache verify` calls a checkpoint or a download usable)."""
+    state, meta = load_checkpoint(path)
+    spec = get_spec(meta.arch)
+    try:
+        config = dataclasses.replace(spec.config, **meta.config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its config does not fit {spec.name} ({err})") from None
+    with torch.device("meta"):  # shapes only: nothing is initialised to be overwritten
+        model = spec.build(config)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in result.missing_keys if not k.endswith(_COUNTER)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not fit {spec.name}: missing {missing[:4]}, unexpected "
+            f"{result.unexpected_keys[:4]}"
+        )
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{path}: tensors {bad[:4]} hold NaN or infinite values")
