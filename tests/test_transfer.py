@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import randomize
@@ -9,7 +11,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 import zoo
-from zoo.transfer import param_groups, stage_modules
+from zoo.transfer import head_from_classes, param_groups, stage_modules
 
 
 def _bns(model: nn.Module, kind: type) -> list[nn.Module]:
@@ -103,3 +105,25 @@ def test_param_groups_split_backbone_and_head():
     counted = sum(len(g["params"]) for g in groups)
     assert counted == sum(p.requires_grad for p in model.parameters())  # frozen stem left out
     assert all(p is not model.conv1[0].weight for p in by_name["backbone.decay"]["params"])
+
+
+def test_head_from_classes_keeps_the_pretrained_rows(tmp_path):
+    # A TensorFlow-style 1001-way file (row 0 = background) labelled as ImageNet-1k.
+    model = randomize(zoo.get_model("mobilenet0_25_tf", num_classes=1001, drop_rate=0.0))
+    model.pretrained_cfg = dataclasses.replace(
+        model.pretrained_cfg, labels="imagenet-1k", label_offset=1
+    )
+    x = torch.randn(2, 3, 33, 33)
+    with torch.no_grad():
+        full = model.eval()(x)
+    tench, chain_saw = "n01440764", "n03000684"  # ImageNet classes 0 and 491
+    assert not head_from_classes(model, [tench, "cats"])  # not all known: model unchanged
+    assert model.num_classes == 1001
+    assert head_from_classes(model, [chain_saw, tench])
+    assert model.num_classes == 2 and model.fc.bias is not None
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), full[:, [1 + 491, 1 + 0]])
+    path = zoo.save_model(model, tmp_path / "m.safetensors")
+    unknown = zoo.get_model("mobilenet0_25_tf", pretrained=path)  # no labels left: not reusable
+    assert not head_from_classes(unknown, ["cats", "dogs"])
+    assert unknown.num_classes == 2

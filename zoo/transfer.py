@@ -13,8 +13,10 @@ have BatchNorm's state-dict keys, and ``model.config`` keeps describing the netw
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
+import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -97,6 +99,41 @@ def head_names(model: nn.Module) -> set[str]:
     return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
+def head_from_classes(model: ClassifierModel, classes: Sequence[str]) -> bool:
+    """Make the classifier's rows for ``classes`` (class folder names: WordNet ids or the weights'
+    class names, as ``zoo.evaluate`` maps them) the new head, in that order.
+
+    When the new task's classes are among the pretrained ones (Imagenette in ImageNet), a fresh
+    head throws away a classifier that is already right: at step 0 the model then does exactly
+    what the pretrained one restricted to these classes does (its zero-shot accuracy), and
+    fine-tuning starts from there instead of from chance. Returns False, leaving ``model``
+    unchanged, when the weights carry no class names or some class is not among them.
+    """
+    from zoo.inference import class_mapping
+    from zoo.labels import resolve_labels
+
+    cfg = model.pretrained_cfg
+    if cfg is None or not classes:
+        return False
+    try:
+        rows = class_mapping(classes, resolve_labels(cfg.labels, cfg.label_names))
+    except ValueError:  # no label set, or a class it does not have
+        return False
+    old = model.get_classifier()
+    if getattr(old, "weight", None) is None:  # a headless model: nothing to keep
+        return False
+    index = torch.tensor(rows) + cfg.label_offset  # skip rows before class 0 ("background")
+    weight = old.weight.detach()[index].clone()
+    bias = None if old.bias is None else old.bias.detach()[index].clone()
+    model.reset_classifier(len(classes))
+    new = model.get_classifier()
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None and new.bias is not None:
+            new.bias.copy_(bias)
+    return True
+
+
 def param_groups(
     model: nn.Module,
     *,
@@ -147,6 +184,7 @@ def param_groups(
 __all__ = [
     "freeze_bn",
     "freeze_stages",
+    "head_from_classes",
     "head_names",
     "param_groups",
     "stage_modules",

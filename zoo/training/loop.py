@@ -51,12 +51,24 @@ def _precision(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _build_model(args: RunArgs, recipe: Recipe, num_classes: int, d: distributed.Dist) -> nn.Module:
+def _build_model(
+    args: RunArgs, recipe: Recipe, class_ids: tuple[str, ...], d: distributed.Dist
+) -> nn.Module:
     import zoo
+    from zoo import transfer
 
+    num_classes = len(class_ids)
     if args.pretrained:
+        reuse = recipe.finetune.reuse_head  # the whole classifier first, then its rows
         with d.local_main_first():  # weights fetched and converted once per node
-            model = zoo.get_model(args.model, pretrained=args.pretrained, num_classes=num_classes)
+            model = zoo.get_model(
+                args.model, pretrained=args.pretrained, num_classes=None if reuse else num_classes
+            )
+        if reuse and transfer.head_from_classes(model, class_ids):
+            log.info("new head: the pretrained classifier's rows for the %d classes", num_classes)
+        elif reuse:
+            log.info("new head for %d classes (not all are among the weights' own)", num_classes)
+            model.reset_classifier(num_classes)
     else:
         model = zoo.get_model(
             args.model, num_classes=num_classes, zero_init_last=recipe.tricks.zero_gamma
@@ -159,7 +171,7 @@ def _run(
     train_split = D.limit_per_class(train_split, rec.limit_per_class)
     class_ids = train_split.classes
     torch.manual_seed(rec.seed)  # the initial weights are part of what a seed reproduces
-    model = _build_model(args, rec, len(class_ids), d)
+    model = _build_model(args, rec, class_ids, d)
     arch_pre: Preprocess = model.pretrained_cfg.preprocess
     # Normalisation comes from the weights (e.g. mean = std = 0.5 for the _tf weights).
     pre = dataclasses.replace(arch_pre, crop=rec.eval_size, resize=D.eval_resize(rec.eval_size))

@@ -126,6 +126,9 @@ class Finetune:
     head_lr_mult: float = 1.0
     freeze_stages: int = 0
     freeze_bn: bool = False
+    # Start the new head from the pretrained classifier's rows for the data's classes when
+    # every class folder is one of the weights' classes (zoo.transfer.head_from_classes).
+    reuse_head: bool = False
 
     def __post_init__(self) -> None:
         _check(self.backbone_lr_mult >= 0, "finetune.backbone_lr_mult must be >= 0")
