@@ -1,21 +1,30 @@
 """Benchmark: classification transfer on Imagenette with real ``_tf`` ImageNet weights.
 
 Three numbers on the same val images (the first ``--val-per-class`` of each class of Imagenette's
-val split; all 3,925 with ``--val-per-class 0``), 10 classes:
+val split; all 3,925 with ``--val-per-class 0``), 10 classes, all at the fine-tuning eval size
+(160 px: resize 183, centre crop 160, the weights' own mean/std), fp32:
 
-1. zero-shot: the ImageNet classifier restricted to the 10 Imagenette classes (WordNet ids),
-   at the weights' own preprocessing (224 px) and at the fine-tuning eval size (160 px);
+1. zero-shot: the ImageNet classifier restricted to the 10 Imagenette classes (WordNet ids);
+   also at the weights' own preprocessing (224 px) for reference;
 2. ``zoo finetune``: the ``finetune`` recipe from the ``tflite_in1k`` weights (new 10-way head,
-   backbone at 0.1x LR), the first ``--limit-per-class`` train images per class, 160 px;
-3. the same recipe and data from random init (``zoo train --recipe finetune``).
+   backbone at 0.1x LR, frozen BN), the first ``--limit-per-class`` train images per class;
+3. random init: the same recipe, data and schedule from random weights, with BN live and one LR
+   for every layer (``finetune.freeze_bn=false``, ``finetune.backbone_lr_mult=1``): frozen BN
+   and a slow backbone only make sense for weights worth protecting.
 
 The weights come through zoo's hub with ``ZOO_MIRROR`` = ../shared/weights/tflite_mobilenet,
 offline, in a temporary ``ZOO_HOME`` (as benchmarks/tflite_imagenette.py). The data is an
 ImageFolder of symlinks (train subset, val subset) in a temporary folder. ImageNet-trained
 weights may have seen some of these images (Imagenette is drawn from ImageNet).
 
+Each step can run on its own (``--steps``), so that none takes long on a busy machine; with
+``--json`` naming an existing results file of the same setup, the steps not run are kept from it.
+``--md`` renders the results file as a table.
+
     python benchmarks/transfer_imagenette.py [--model mobilenetv2_1_0_tf] [--limit-per-class 100]
-        [--val-per-class 30] [--epochs 1] [--json benchmarks/results/transfer_imagenette.json]
+        [--val-per-class 30] [--epochs 1] [--steps zero_shot finetune random_init]
+        [--json benchmarks/results/transfer_imagenette.json]
+        [--md benchmarks/results/transfer_imagenette.md]
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ sys.path.insert(0, str(ROOT))  # this checkout's zoo, not an installed one
 SHARED = ROOT.parent / "shared"
 DATA = SHARED / "data" / "imagenette2_160"
 WEIGHTS = SHARED / "weights" / "tflite_mobilenet"
+STEPS = ("zero_shot", "finetune", "random_init")
+# Random init: nothing pretrained to protect, so BN trains and every layer gets the recipe's LR.
+RANDOM_INIT_OVERRIDES = ("finetune.freeze_bn=false", "finetune.backbone_lr_mult=1.0")
 
 
 def subset(dst: Path, train: int, val: int) -> Path:
@@ -62,13 +74,15 @@ def zero_shot(model_name: str, img_size: int, data: Path) -> dict:
     )
     small = zoo.evaluate(model, data / "val", progress=False)
     return {
-        f"top1_10way_{pre.crop}px": round(own.top1_restricted, 2),
-        f"top1_10way_{img_size}px": round(small.top1_restricted, 2),
+        "top1": round(small.top1_restricted, 2),
+        f"top1_at_{pre.crop}px": round(own.top1_restricted, 2),
         "images": own.images,
     }
 
 
-def run(model_name: str, pretrained: str | None, data: Path, epochs: float, out: Path) -> dict:
+def run(
+    model_name: str, pretrained: str | None, data: Path, epochs: float, overrides: tuple, out: Path
+) -> dict:
     from zoo.training.loop import train
 
     start = time.perf_counter()
@@ -77,6 +91,7 @@ def run(model_name: str, pretrained: str | None, data: Path, epochs: float, out:
         data,
         recipe="finetune",
         pretrained=pretrained,
+        overrides=overrides,
         epochs=epochs,
         out=out,
         progress=False,
@@ -86,9 +101,69 @@ def run(model_name: str, pretrained: str | None, data: Path, epochs: float, out:
         "top1": m["top1"],
         "top5": m["top5"],
         "best_top1": m["best_top1"],
+        "overrides": list(overrides),
         "train_images_per_second": m["images_per_second"],
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def setup(args: argparse.Namespace, recipe: dict) -> dict:
+    """What makes two runs comparable: results of different setups are never mixed."""
+    return {
+        "model": args.model,
+        "weights": "tflite_in1k (TensorFlow's quantized MobileNet, dequantized)",
+        "train": f"imagenette2_160/train, first {args.limit_per_class} images per class",
+        "val": f"imagenette2_160/val, first {args.val_per_class or 'all'} images per class",
+        "epochs": args.epochs,
+        "recipe": recipe,
+    }
+
+
+def render_md(results: dict) -> str:
+    s = results["setup"]
+    rows = [
+        ("zero-shot (ImageNet head, 10 classes)", "zero_shot", "—"),
+        ("`zoo finetune` from tflite_in1k", "finetune", results.get("command_finetune", "")),
+        ("same recipe from random init", "random_init", results.get("command_random_init", "")),
+    ]
+    lines = [
+        "# Classification transfer on Imagenette",
+        "",
+        "Generated by `python benchmarks/transfer_imagenette.py --json "
+        "benchmarks/results/transfer_imagenette.json --md benchmarks/results/"
+        "transfer_imagenette.md`; do not edit by hand.",
+        "",
+        f"Model `{s['model']}`, weights {s['weights']}. Train: {s['train']}; "
+        f"val: {s['val']} ({results.get('val_images', '?')} images, the same for all three). "
+        f"{s['epochs']:g} epoch(s), recipe `finetune` ({s['recipe']['img_size']} px, batch "
+        f"{s['recipe']['batch_size']}, lr {s['recipe']['optim']['lr']}, "
+        f"{s['recipe']['precision']}). Val top-1 over the 10 Imagenette classes.",
+        "",
+        "| run | val top-1 | command | wall |",
+        "|---|---|---|---|",
+    ]
+    for label, key, command in rows:
+        r = results.get(key)
+        if r is None:
+            lines.append(f"| {label} | not run | `{command}` | |")
+            continue
+        wall = f"{r['wall_seconds']:.0f} s" if "wall_seconds" in r else ""
+        lines.append(f"| {label} | {r['top1']:.2f} % | `{command}` | {wall} |")
+    zs = results.get("zero_shot")
+    if zs:
+        at = [k for k in zs if k.startswith("top1_at_")]
+        lines += [
+            "",
+            f"Zero-shot at the weights' own preprocessing ({at[0][8:]}): {zs[at[0]]:.2f} %.",
+        ]
+    lines += [
+        "",
+        "ImageNet-trained weights may have seen some of these images (Imagenette is drawn from "
+        "ImageNet). Machine: "
+        f"{results.get('cpu', '?')}, {results.get('threads', '?')} threads, shared with other "
+        "work (wall times are not speed figures).",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -97,7 +172,9 @@ def main() -> int:
     parser.add_argument("--limit-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=30, help="0: the full val split")
     parser.add_argument("--epochs", type=float, default=1)
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--json", type=Path, help="write (or complete) the results here")
+    parser.add_argument("--md", type=Path, help="render the results as a Markdown table here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -111,40 +188,45 @@ def main() -> int:
         from zoo.training.recipe import resolve
 
         recipe = resolve("finetune", epochs=args.epochs)
+        mine = setup(args, recipe.to_dict())
+        results: dict = {"setup": mine}
+        if args.json and args.json.is_file():
+            old = json.loads(args.json.read_text(encoding="utf-8"))
+            if old.get("setup") == mine:  # keep the steps not run now
+                results = old
+            else:
+                print(f"{args.json}: another setup; its results are replaced", file=sys.stderr)
         data = subset(tmp / "data", args.limit_per_class, args.val_per_class)
-        val_images = sum(len(os.listdir(p)) for p in (data / "val").iterdir())
-        results = {
-            "model": args.model,
-            "weights": "tflite_in1k (TensorFlow's quantized MobileNet, dequantized)",
-            "train": f"imagenette2_160/train, first {args.limit_per_class} images per class",
-            "val": f"imagenette2_160/val, first {args.val_per_class or 'all'} images per class "
-            f"({val_images} images)",
-            "recipe": recipe.to_dict(),
-            "command_finetune": (
+        results.update(
+            val_images=sum(len(os.listdir(p)) for p in (data / "val").iterdir()),
+            command_finetune=(
                 f"zoo finetune --model {args.model} --pretrained tflite_in1k --data SUBSET "
-                f"--epochs {args.epochs}  (SUBSET: the train/val symlink folder described above)"
+                f"--epochs {args.epochs:g}"
             ),
-            "command_random_init": (
+            command_random_init=(
                 f"zoo train --recipe finetune --model {args.model} --data SUBSET "
-                f"--epochs {args.epochs}"
+                f"--epochs {args.epochs:g} " + " ".join(f"--set {o}" for o in RANDOM_INIT_OVERRIDES)
             ),
-            "torch": torch.__version__,
-            "zoo": zoo.__version__,
-            "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-        }
+            torch=torch.__version__,
+            zoo=zoo.__version__,
+            cpu=platform.processor() or platform.machine(),
+            threads=torch.get_num_threads(),
+        )
         steps = {
-            "zero_shot": lambda: zero_shot(args.model, recipe.img_size, data),
-            "finetune": lambda: run(args.model, "tflite_in1k", data, args.epochs, tmp / "ft"),
-            "random_init": lambda: run(args.model, None, data, args.epochs, tmp / "scratch"),
+            "zero_shot": lambda: zero_shot(args.model, recipe.eval_size, data),
+            "finetune": lambda: run(args.model, "tflite_in1k", data, args.epochs, (), tmp / "ft"),
+            "random_init": lambda: run(
+                args.model, None, data, args.epochs, RANDOM_INIT_OVERRIDES, tmp / "scratch"
+            ),
         }
-        for key, step in steps.items():  # each result printed as it comes (runs are long)
-            results[key] = step()
+        for key in args.steps:  # each result printed (and saved) as it comes: runs are long
+            results[key] = steps[key]()
             print(json.dumps({key: results[key]}), flush=True)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if args.md:
+        args.md.write_text(render_md(results), encoding="utf-8")
+    print(json.dumps(results, indent=2))
     return 0
 
 
