@@ -133,6 +133,7 @@ def test_deadline_bounds_waiting_for_another_conversion(tmp_path, http_server, m
     import json
 
     import zoo
+    import zoo.weights.conversion
     from zoo.weights import checkpoint_path, find_entry
 
     entry = {
@@ -147,12 +148,43 @@ def test_deadline_bounds_waiting_for_another_conversion(tmp_path, http_server, m
     monkeypatch.setenv("ZOO_DEADLINE", "0.5")
     out = checkpoint_path(find_entry("resnet18_v1b", "wait_in1k"))
     out.parent.mkdir(parents=True)
+    zoo.weights.conversion.require_registered(find_entry("resnet18_v1b", "wait_in1k"))
+    # (the model families are imported now: what is timed below is the wait alone)
     with filelock.FileLock(str(out) + ".lock"):  # another process converting
         start = time.perf_counter()
         with pytest.raises(DeadlineExceededError, match="another process is converting"):
             zoo.get_model("resnet18_v1b", pretrained="wait_in1k")
         assert time.perf_counter() - start < 3
     assert http_server.log == []
+
+
+def test_deadline_bounds_the_whole_weights_request(tmp_path, http_server, monkeypatch):
+    """ZOO_DEADLINE is one budget for every source and artifact, not a fresh one for each."""
+    import json
+
+    import zoo
+
+    drip = Slow(chunk_size=64, delay=0.02)
+    urls = [http_server.add(f"/{i}", b"s" * 65536, default=drip) for i in (1, 2)]
+    artifacts = [
+        {"format": "timm", "files": [{"name": f"{i}.safetensors", "sources": [url],
+                                      "unverified": "t"}]}
+        for i, url in enumerate(urls, start=1)
+    ]  # fmt: skip
+    entry = {
+        "arch": "resnet18_v1b", "tag": "slow_in1k", "default": False, "num_classes": 1000,
+        "labels": "imagenet-1k", "license": "apache-2.0", "provenance": "test",
+        "artifacts": artifacts,
+    }  # fmt: skip
+    (tmp_path / "m.json").write_text(json.dumps({"format_version": 2, "weights": [entry]}))
+    monkeypatch.setenv("ZOO_MANIFESTS", str(tmp_path / "m.json"))
+    monkeypatch.setenv("ZOO_DEADLINE", "1")
+    zoo.get_model("resnet18_v1b")  # the model families imported before the clock starts
+    start = time.perf_counter()
+    with pytest.raises(DeadlineExceededError):
+        zoo.get_model("resnet18_v1b", pretrained="slow_in1k")
+    assert time.perf_counter() - start < 6  # each body alone would drip for ~20 s
+    assert http_server.requests("/2") == []  # no fresh budget for the next artifact
 
 
 # ---------------------------------------------------------------------------------- archives
