@@ -81,3 +81,20 @@ def test_cli_freeze_bn_and_limit_per_class(tmp_path: Path, capsys: pytest.Captur
     assert not torch.equal(after["blocks.5.dw.conv.weight"], before["blocks.5.dw.conv.weight"])
     code, out = run_cli(["finetune", "--model", ARCH, "--data", str(data)], capsys)
     assert code == 2 and "--pretrained" in out and "Traceback" not in out
+
+
+@needs_imagenette
+def test_known_classes_start_from_the_pretrained_rows(tmp_path: Path) -> None:
+    # Imagenette's folders are ImageNet WordNet ids: with finetune.reuse_head (the recipe's
+    # default) the new 2-way head is the pretrained classifier's rows 0 (tench) and 217 (English
+    # springer), not a fresh one; at a negligible LR it is still those rows after a step.
+    data = subset(tmp_path / "data", {"train": 2, "val": 1}, classes=2)
+    model = randomize(zoo.get_model(ARCH))
+    path = zoo.save_model(model, tmp_path / "pre.safetensors", labels="imagenet-1k")
+    rows = load_file(path)["fc.weight"][[0, 217]]
+    result = train(
+        ARCH, data, recipe="finetune", pretrained=str(path), overrides=[*FAST, "optim.lr=1e-9"],
+        epochs=1, img_size=32, batch_size=4, out=tmp_path / "run", progress=False,
+    )  # fmt: skip
+    assert result.finished and result.metrics["steps"] == 1
+    torch.testing.assert_close(load_file(tmp_path / "run" / "final.safetensors")["fc.weight"], rows)
