@@ -122,7 +122,7 @@ def setup(args: argparse.Namespace, recipe: dict) -> dict:
 def render_md(results: dict) -> str:
     s = results["setup"]
     rows = [
-        ("zero-shot (ImageNet head, 10 classes)", "zero_shot", "—"),
+        ("zero-shot (ImageNet head, 10 classes)", "zero_shot", ""),
         ("`zoo finetune` from tflite_in1k", "finetune", results.get("command_finetune", "")),
         ("same recipe from random init", "random_init", results.get("command_random_init", "")),
     ]
@@ -144,17 +144,18 @@ def render_md(results: dict) -> str:
     ]
     for label, key, command in rows:
         r = results.get(key)
+        shown = f"`{command}`" if command else "`zoo eval` (restricted to the 10 classes)"
         if r is None:
-            lines.append(f"| {label} | not run | `{command}` | |")
+            lines.append(f"| {label} | not run | {shown} | |")
             continue
         wall = f"{r['wall_seconds']:.0f} s" if "wall_seconds" in r else ""
-        lines.append(f"| {label} | {r['top1']:.2f} % | `{command}` | {wall} |")
+        lines.append(f"| {label} | {r['top1']:.2f} % | {shown} | {wall} |")
     zs = results.get("zero_shot")
     if zs:
         at = [k for k in zs if k.startswith("top1_at_")]
         lines += [
             "",
-            f"Zero-shot at the weights' own preprocessing ({at[0][8:]}): {zs[at[0]]:.2f} %.",
+            f"Zero-shot at the weights' own preprocessing ({at[0][8:-2]} px): {zs[at[0]]:.2f} %.",
         ]
     lines += [
         "",
