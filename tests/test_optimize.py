@@ -15,6 +15,7 @@ from zoo.optimization import OptimizedModel, fold_batchnorm
 # TF-padding twins, with an input size each takes quickly; odd sizes for the twins, where SAME
 # padding's asymmetric side shows. id -> (arch, config overrides, input size).
 CASES = {
+    "resnet18_v1": ("resnet18_v1", {}, 32),
     "resnet18_v1b": ("resnet18_v1b", {}, 32),
     "resnet18_v1d": ("resnet18_v1d", {}, 32),
     "resnet18_v1b-se": ("resnet18_v1b", {"se_reduction": 16}, 32),
