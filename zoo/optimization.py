@@ -14,7 +14,10 @@ What it does, on a copy (the argument is never changed):
   NHWC without reordering every layer.
 * **inference mode**, no autograd bookkeeping; the module is eval-only (``.train()`` raises).
 * optional **bf16/fp16 autocast** where the hardware has native support, for the features; the
-  head (pool, classifier) runs in float32, and outputs are float32.
+  head (pool, classifier) runs in float32, and outputs are float32. bf16 keeps 8 bits of
+  mantissa: its rounding error enters evenly at every layer, not at one fixable place, and a
+  top-1 flips where two classes nearly tie; fp16 (11 bits) stays about 9x closer to float32
+  (``benchmarks/bf16_accuracy.py``).
 * optional **torch.compile** (the first call compiles).
 """
 
