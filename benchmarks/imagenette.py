@@ -188,7 +188,12 @@ def _ladder_section() -> list[str]:
         if (LADDER_DIR / "command.txt").is_file()
         else ""
     )
-    lines += [f"Command: `{command}`", "", "Every rung's run:", ""]
+    lines += [
+        f"Command: `{command}` (rerunning it reuses the finished rungs and trains the rest).",
+        "",
+        "Every rung's run so far:",
+        "",
+    ]
     lines += [
         "| rung (state) | seed | train/eval px | precision | wall time | train img/s "
         "| final val top-1 | best |"
