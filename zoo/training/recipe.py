@@ -400,8 +400,6 @@ def resolve(
 
 def rescale_img_size(recipe: Recipe, img_size: int) -> Recipe:
     """Train at ``img_size``; a separate eval size keeps its ratio to the train size."""
-    if img_size < 8:
-        raise RecipeError("img_size must be >= 8")
     eval_img_size = recipe.eval_img_size
     if eval_img_size:
         eval_img_size = max(8, round(eval_img_size * img_size / recipe.img_size))
