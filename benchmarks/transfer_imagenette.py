@@ -7,7 +7,8 @@ val split; all 3,925 with ``--val-per-class 0``), 10 classes, all at the fine-tu
 1. zero-shot: the ImageNet classifier restricted to the 10 Imagenette classes (WordNet ids);
    also at the weights' own preprocessing (224 px) for reference;
 2. ``zoo finetune``: the ``finetune`` recipe from the ``tflite_in1k`` weights (new 10-way head,
-   backbone at 0.1x LR, frozen BN), the first ``--limit-per-class`` train images per class;
+   backbone at the recipe's lower LR, frozen BN), the first ``--limit-per-class`` train images
+   per class;
 3. random init: the same recipe, data and schedule from random weights, with BN live and one LR
    for every layer (``finetune.freeze_bn=false``, ``finetune.backbone_lr_mult=1``): frozen BN
    and a slow backbone only make sense for weights worth protecting.
@@ -136,7 +137,8 @@ def render_md(results: dict) -> str:
         f"Model `{s['model']}`, weights {s['weights']}. Train: {s['train']}; "
         f"val: {s['val']} ({results.get('val_images', '?')} images, the same for all three). "
         f"{s['epochs']:g} epoch(s), recipe `finetune` ({s['recipe']['img_size']} px, batch "
-        f"{s['recipe']['batch_size']}, lr {s['recipe']['optim']['lr']}, "
+        f"{s['recipe']['batch_size']}, lr {s['recipe']['optim']['lr']}, backbone at "
+        f"{s['recipe']['finetune']['backbone_lr_mult']:g}x, "
         f"{s['recipe']['precision']}). Val top-1 over the 10 Imagenette classes.",
         "",
         "| run | val top-1 | command | wall |",

@@ -31,7 +31,8 @@ def test_per_group_lrs_and_frozen_stages_unchanged(tmp_path: Path) -> None:
     data = subset(tmp_path / "data", {"train": 8, "val": 2}, classes=2)
     path, before = _pretrained(tmp_path)
     overrides = [*FAST, "finetune.freeze_stages=2", "finetune.head_lr_mult=2.0"]
-    overrides.append("finetune.freeze_bn=false")  # live BN in the stages that are not frozen
+    # Live BN in the stages that are not frozen; the multiplier set here, not the recipe's.
+    overrides += ["finetune.backbone_lr_mult=0.1", "finetune.freeze_bn=false"]
     result = train(
         ARCH, data, recipe="finetune", pretrained=str(path), overrides=overrides,
         epochs=1, img_size=32, batch_size=8, out=tmp_path / "run", progress=False,

