@@ -78,8 +78,9 @@ def render_md(report: dict) -> str:
         "benchmarks/results/dense_coco128.json --md benchmarks/results/dense_coco128.md`; do not "
         "edit by hand.",
         "",
-        f"Data: {s['data']}. {s['epochs']} epoch(s), batch {s['batch_size']}, SGD lr 0.01, "
-        "warmup + cosine (`zoo finetune-dense` defaults). Backbone weights: tflite_in1k "
+        f"Data: {s['data']}. {s['epochs']} epoch(s), batch {s['batch_size']}, SGD lr {s['lr']}, "
+        f"gradient norm clipped at {s['clip_grad_norm']:g}, warmup + cosine (`zoo finetune-dense` "
+        "defaults). Backbone weights: tflite_in1k "
         "(TensorFlow's quantized ImageNet MobileNets, dequantized) or random init. Detection: "
         "Faster R-CNN + FPN, min_size 320; segmentation: FCN, output stride 8, VOC-21 labels. "
         "Short runs on CPU: the direction of the ImageNet-weights effect, not converged figures.",
@@ -118,6 +119,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write (or complete) the results here")
     parser.add_argument("--md", type=Path, help="render the results as a Markdown table here")
     args = parser.parse_args()
+    from zoo.dense.loop import DenseArgs  # its defaults are the setup's (env is read later)
+
     setup = {
         "data": (
             f"coco128_detseg s320: train split ({args.train_images or 'all 96'} images), "
@@ -125,6 +128,8 @@ def main() -> int:
         ),
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "lr": DenseArgs.lr,
+        "clip_grad_norm": DenseArgs.clip_grad_norm,
     }
     rows: list[dict] = []
     if args.json and args.json.is_file():
@@ -143,7 +148,7 @@ def main() -> int:
         import torch
 
         import zoo
-        from zoo.dense.loop import DenseArgs, train_dense
+        from zoo.dense.loop import train_dense
 
         data = mini(Path(tmp) / "coco", args.train_images, args.val_images)
         report = {

@@ -17,14 +17,16 @@ def add_finetune_dense_arguments(p: argparse.ArgumentParser) -> None:
         "--data", metavar="DIR", help="COCO-format folder: images/, annotations/*.json, splits/"
     )
     p.add_argument("--head", help="segmentation: fcn (default) or deeplabv3")
-    p.add_argument("--masks", default="voc21", help="segmentation label set: DIR/masks_<masks>/")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--min-size", type=int, default=320, help="detection: resize short side")
-    p.add_argument("--crop", type=int, default=256, help="segmentation: training crop")
-    p.add_argument("--trainable-layers", type=int, default=5, help="detection: stages trained")
-    p.add_argument("--seed", type=int, default=0)
+    # Defaults live in zoo.dense.loop.DenseArgs (one place); None here = not given.
+    p.add_argument("--masks", help="segmentation label set: DIR/masks_<masks>/ (default voc21)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--clip-grad-norm", type=float, help="0 = no gradient clipping")
+    p.add_argument("--min-size", type=int, help="detection: resize short side")
+    p.add_argument("--crop", type=int, help="segmentation: training crop")
+    p.add_argument("--trainable-layers", type=int, help="detection: stages trained")
+    p.add_argument("--seed", type=int)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/ARCH-TASK-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run at its next epoch")
     p.add_argument("--quiet", action="store_true", help="no progress line")
@@ -40,20 +42,19 @@ def run_finetune_dense(args: argparse.Namespace) -> int:
     else:
         if not (args.task and args.model and args.data):
             raise ValueError("--task, --model and --data are required (or --resume RUN_DIR)")
+        given = {
+            name: getattr(args, name)
+            for name in ("masks", "epochs", "batch_size", "lr", "clip_grad_norm", "min_size",
+                         "crop", "trainable_layers", "seed")
+            if getattr(args, name) is not None
+        }  # fmt: skip
         dense = DenseArgs(
             task=args.task,
             model=args.model,
             data=str(Path(args.data).expanduser().resolve()),
             pretrained=args.pretrained,
             head=args.head or "",
-            masks=args.masks,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            min_size=args.min_size,
-            crop=args.crop,
-            trainable_layers=args.trainable_layers,
-            seed=args.seed,
+            **given,
         )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{args.model}-{args.task}-{stamp}"
