@@ -1,8 +1,8 @@
 """Benchmark: classification transfer on Imagenette with real ``_tf`` ImageNet weights.
 
 Three numbers on the same val images (the first ``--val-per-class`` of each class of Imagenette's
-val split; all 3,925 with ``--val-per-class 0``), 10 classes, all at the fine-tuning eval size
-(160 px: resize 183, centre crop 160, the weights' own mean/std), fp32:
+val split; all 3,925 with ``--val-per-class 0``), 10 classes, all at the ``finetune`` recipe's eval size
+(its ``eval_img_size``: resize, centre crop, the weights' own mean/std), fp32:
 
 1. zero-shot: the ImageNet classifier restricted to the 10 Imagenette classes (WordNet ids);
    also at the weights' own preprocessing (224 px) for reference;
@@ -136,7 +136,8 @@ def render_md(results: dict) -> str:
         "",
         f"Model `{s['model']}`, weights {s['weights']}. Train: {s['train']}; "
         f"val: {s['val']} ({results.get('val_images', '?')} images, the same for all three). "
-        f"{s['epochs']:g} epoch(s), recipe `finetune` ({s['recipe']['img_size']} px, batch "
+        f"{s['epochs']:g} epoch(s), recipe `finetune` (train {s['recipe']['img_size']} / eval "
+        f"{s['recipe']['eval_img_size'] or s['recipe']['img_size']} px, batch "
         f"{s['recipe']['batch_size']}, lr {s['recipe']['optim']['lr']}, backbone at "
         f"{s['recipe']['finetune']['backbone_lr_mult']:g}x, "
         f"{s['recipe']['precision']}). Val top-1 over the 10 Imagenette classes.",
