@@ -1,8 +1,8 @@
 """Benchmark: classification transfer on Imagenette with real ``_tf`` ImageNet weights.
 
 Three numbers on the same val images (the first ``--val-per-class`` of each class of Imagenette's
-val split; all 3,925 with ``--val-per-class 0``), 10 classes, all at the ``finetune`` recipe's eval size
-(its ``eval_img_size``: resize, centre crop, the weights' own mean/std), fp32:
+val split; all 3,925 with ``--val-per-class 0``), 10 classes, all at the ``finetune`` recipe's
+eval size (its ``eval_img_size``: resize, centre crop, the weights' own mean/std), fp32:
 
 1. zero-shot: the ImageNet classifier restricted to the 10 Imagenette classes (WordNet ids);
    also at the weights' own preprocessing (224 px) for reference;
