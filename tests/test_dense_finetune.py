@@ -110,3 +110,5 @@ def test_bad_dense_input_gives_one_message(tmp_path: Path, capsys: pytest.Captur
     assert code == 2 and "splits/val.txt" in out and "Traceback" not in out
     code, out = run_cli([*base, "--data", str(COCO128 / "s320"), "--masks", "ade"], capsys)
     assert code == 2 and "masks 'ade'" in out and "voc21" in out
+    code, out = run_cli([*base, "--data", str(COCO128 / "s320"), "--clip-grad-norm", "-1"], capsys)
+    assert code == 2 and "clip_grad_norm" in out and "Traceback" not in out
