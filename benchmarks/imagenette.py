@@ -82,8 +82,11 @@ def run(name: str, extra: list[str]) -> int:
     if name not in EXPERIMENTS:
         print(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}", file=sys.stderr)
         return 2
-    out = RUNS / name
-    args = [*shlex.split(EXPERIMENTS[name][1]), *extra]
+    return _train(RUNS / name, [*shlex.split(EXPERIMENTS[name][1]), *extra])
+
+
+def _train(out: Path, args: list[str]) -> int:
+    """`zoo train ARGS` into ``out`` (resumed if stopped); its command recorded when it ends."""
     command = ["train", *args, "--data", str(DATA), "--quiet"]
     command += ["--resume", str(out)] if (out / "last.ckpt").is_file() else ["--out", str(out)]
     print("+ zoo", shlex.join(command), flush=True)
@@ -168,14 +171,8 @@ def bcd(budget_min: float) -> int:
             print(f"{out}: finished before, reused", flush=True)
             continue
         args = ["--model", arch, *shlex.split(BCD_ARGS), "--epochs", str(plan["epochs"][arch])]
-        command = ["train", *args, "--data", str(DATA), "--quiet"]
-        command += ["--resume", str(out)] if (out / "last.ckpt").is_file() else ["--out", str(out)]
-        print("+ zoo", shlex.join(command), flush=True)
-        if code := _zoo(command).returncode:
+        if code := _train(out, args):
             return code
-        (out / "command.txt").write_text(
-            "zoo train " + shlex.join([*args, "--data", "imagenette2_160"]) + "\n"
-        )
     return 0
 
 
