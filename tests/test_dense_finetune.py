@@ -41,6 +41,18 @@ def test_miou_and_pixel_accuracy_by_hand():
     assert m["pixel_acc"] == pytest.approx(100 * 4 / 6, abs=1e-3)
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.5, 100.0])
+def test_sgd_step_clips_the_gradient_norm(clip: float) -> None:
+    from zoo.dense.loop import sgd_step
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([w], lr=1.0, momentum=0.9)
+    loss = (w * torch.tensor([3.0, 4.0])).sum()  # gradient (3, 4), norm 5
+    assert sgd_step(loss, optimizer, [w], clip) == pytest.approx(5.0)
+    scale = min(1.0, clip / 5.0) if clip else 1.0  # the first momentum step is the gradient
+    assert torch.allclose(w.detach(), -scale * torch.tensor([3.0, 4.0]), atol=1e-5)
+
+
 @needs_coco128
 def test_ground_truth_as_detections_scores_100_and_misses_score_0():
     from zoo.dense.data import CocoData
@@ -68,6 +80,8 @@ def test_detection_and_segmentation_runs(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 0, out
     metrics = json.loads(out[out.index("{") :])
     assert {"person_ap_50", "map_50", "coco_map"} <= set(metrics) and metrics["classes"] == 81
+    record = json.loads((tmp_path / "det" / "log.jsonl").read_text().splitlines()[-1])
+    assert record["grad_norm_max"] > 0 and 0 <= record["clipped_steps"] <= 2  # 2 steps
     for name in (
         "run.json",
         "log.jsonl",

@@ -117,6 +117,17 @@ def lr_at(step: int, total: int, base: float) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def sgd_step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], clip: float
+) -> float:
+    """Backward, clip the gradient norm to ``clip`` (0: no clipping), step; the norm before it."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+    optimizer.step()
+    return float(norm)
+
+
 def train_dense(
     args: DenseArgs | None, out: Path, *, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -162,7 +173,7 @@ def train_dense(
             train_set, args.batch_size, shuffle=True, generator=g, collate_fn=collate
         )
         model.train()
-        t0, losses = time.perf_counter(), []
+        t0, losses, norms = time.perf_counter(), [], []
         for i, (images, targets) in enumerate(loader):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
@@ -172,11 +183,8 @@ def train_dense(
                 raise DenseTrainingError(
                     f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); lower --lr"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if args.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, args.clip_grad_norm)
-            optimizer.step()
+            norm = sgd_step(loss, optimizer, params, args.clip_grad_norm)
+            norms.append(norm)
             losses.append(loss.item())
             seen += len(images)
             if progress:
@@ -193,6 +201,9 @@ def train_dense(
             "epoch": epoch + 1,
             "train_loss": round(sum(losses) / len(losses), 5),
             "lr": lr_at(step, total, args.lr),
+            # how hard the clip bit: the largest gradient norm seen and the steps it clipped
+            "grad_norm_max": round(max(norms), 4),
+            "clipped_steps": sum(0 < args.clip_grad_norm < n for n in norms),
             **metrics,
         }
         if metrics[PRIMARY[args.task]] > best[PRIMARY[args.task]]:
@@ -208,7 +219,8 @@ def train_dense(
         }
         rundir.save_state(out, state)
     records = rundir.read_log(out)
-    final = {k: v for k, v in records[-1].items() if k not in ("epoch", "lr")} if records else {}
+    per_epoch = ("epoch", "lr", "grad_norm_max", "clipped_steps")
+    final = {k: v for k, v in records[-1].items() if k not in per_epoch} if records else {}
     result = {
         "task": args.task,
         "model": args.model,
