@@ -24,6 +24,7 @@ Each step can run on its own (``--steps``), so that none takes long on a busy ma
 
     python benchmarks/transfer_imagenette.py [--model mobilenetv2_1_0_tf] [--limit-per-class 100]
         [--val-per-class 30] [--epochs 1] [--steps zero_shot finetune random_init]
+        [--set KEY=VALUE ...]  (recipe overrides for both training runs)
         [--json benchmarks/results/transfer_imagenette.json]
         [--md benchmarks/results/transfer_imagenette.md]
 """
@@ -73,12 +74,51 @@ def zero_shot(model_name: str, img_size: int, data: Path) -> dict:
         model.pretrained_cfg,
         preprocess=dataclasses.replace(pre, crop=img_size, resize=eval_resize(img_size)),
     )
-    small = zoo.evaluate(model, data / "val", progress=False)
+    right = right_per_image(model, data / "val")
     return {
-        "top1": round(small.top1_restricted, 2),
+        "top1": round(100 * right.count("1") / len(right), 2),
         f"top1_at_{pre.crop}px": round(own.top1_restricted, 2),
         "images": own.images,
+        "right": right,
     }
+
+
+def right_per_image(model, val: Path) -> str:
+    """ "1"/"0" per val image (ImageFolder order): is the arg-max over the folders' classes right?
+
+    Kept per image so that two models are compared on the same images (a paired test), not only
+    by their totals.
+    """
+    import torch
+    from torchvision.datasets import ImageFolder
+
+    import zoo
+    from zoo.inference import class_mapping
+    from zoo.labels import resolve_labels
+
+    cfg = model.pretrained_cfg
+    folders = ImageFolder(str(val), transform=zoo.get_transforms(model))
+    mapping = torch.tensor(
+        class_mapping(folders.classes, resolve_labels(cfg.labels, cfg.label_names))
+    )
+    offset = getattr(cfg, "label_offset", 0)  # TensorFlow's leading "background" row
+    fast, right = zoo.optimize(model.eval()), []
+    with torch.no_grad():
+        for images, targets in torch.utils.data.DataLoader(folders, batch_size=50, num_workers=2):
+            logits = fast(images)[:, offset:][:, mapping]
+            right += (logits.argmax(dim=1) == targets).tolist()
+    return "".join("1" if r else "0" for r in right)
+
+
+def paired(a: str, b: str) -> dict:
+    """Images only ``a`` gets right vs only ``b``, and the exact two-sided McNemar p-value."""
+    import math
+
+    only_a = sum(x == "1" and y == "0" for x, y in zip(a, b, strict=True))
+    only_b = sum(x == "0" and y == "1" for x, y in zip(a, b, strict=True))
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"only_finetune_right": only_a, "only_zero_shot_right": only_b, "mcnemar_p": round(p, 4)}
 
 
 def run(
@@ -98,7 +138,11 @@ def run(
         progress=False,
     )
     m = result.metrics
+    import zoo
+
+    model = zoo.get_model(model_name, pretrained=str(out / "final.safetensors"))
     return {
+        "right": right_per_image(model, data / "val"),
         "top1": m["top1"],
         "top5": m["top5"],
         "best_top1": m["best_top1"],
@@ -160,6 +204,16 @@ def render_md(results: dict) -> str:
             "",
             f"Zero-shot at the weights' own preprocessing ({at[0][8:-2]} px): {zs[at[0]]:.2f} %.",
         ]
+    if zs and results.get("finetune") and "right" in zs and "right" in results["finetune"]:
+        pair = paired(results["finetune"]["right"], zs["right"])
+        verdict = "a real difference" if pair["mcnemar_p"] < 0.05 else "no detectable difference"
+        lines += [
+            "",
+            f"Paired on the same images: only `zoo finetune` right on {pair['only_finetune_right']}"
+            f", only zero-shot right on {pair['only_zero_shot_right']} (exact McNemar p = "
+            f"{pair['mcnemar_p']}: {verdict}"
+            " at 5 %).",
+        ]
     lines += [
         "",
         "ImageNet-trained weights may have seen some of these images (Imagenette is drawn from "
@@ -177,6 +231,10 @@ def main() -> int:
     parser.add_argument("--val-per-class", type=int, default=30, help="0: the full val split")
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a recipe override for both training runs, e.g. img_size=224",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write (or complete) the results here")
     parser.add_argument("--md", type=Path, help="render the results as a Markdown table here")
     args = parser.parse_args()
@@ -191,7 +249,8 @@ def main() -> int:
         import zoo
         from zoo.training.recipe import resolve
 
-        recipe = resolve("finetune", epochs=args.epochs)
+        overrides = tuple(args.set)
+        recipe = resolve("finetune", overrides=overrides, epochs=args.epochs)
         mine = setup(args, recipe.to_dict())
         results: dict = {"setup": mine}
         if args.json and args.json.is_file():
@@ -205,11 +264,12 @@ def main() -> int:
             val_images=sum(len(os.listdir(p)) for p in (data / "val").iterdir()),
             command_finetune=(
                 f"zoo finetune --model {args.model} --pretrained tflite_in1k --data SUBSET "
-                f"--epochs {args.epochs:g}"
+                f"--epochs {args.epochs:g}" + "".join(f" --set {o}" for o in overrides)
             ),
             command_random_init=(
                 f"zoo train --recipe finetune --model {args.model} --data SUBSET "
-                f"--epochs {args.epochs:g} " + " ".join(f"--set {o}" for o in RANDOM_INIT_OVERRIDES)
+                f"--epochs {args.epochs:g}"
+                + "".join(f" --set {o}" for o in (*overrides, *RANDOM_INIT_OVERRIDES))
             ),
             torch=torch.__version__,
             zoo=zoo.__version__,
@@ -218,9 +278,16 @@ def main() -> int:
         )
         steps = {
             "zero_shot": lambda: zero_shot(args.model, recipe.eval_size, data),
-            "finetune": lambda: run(args.model, "tflite_in1k", data, args.epochs, (), tmp / "ft"),
+            "finetune": lambda: run(
+                args.model, "tflite_in1k", data, args.epochs, overrides, tmp / "ft"
+            ),
             "random_init": lambda: run(
-                args.model, None, data, args.epochs, RANDOM_INIT_OVERRIDES, tmp / "scratch"
+                args.model,
+                None,
+                data,
+                args.epochs,
+                (*overrides, *RANDOM_INIT_OVERRIDES),
+                tmp / "scratch",
             ),
         }
         for key in args.steps:  # each result printed (and saved) as it comes: runs are long
