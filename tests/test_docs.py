@@ -1,9 +1,9 @@
-"""The README's weights table is generated; it must match the manifest and the registry."""
+"""The README's tables are generated: weights (manifest, registry) and recipes (descriptions)."""
 
 from zoo import docs
 
 
-def test_weights_table_is_fresh():
+def test_weights_and_recipes_tables_are_fresh():
     readme = docs.README.read_text(encoding="utf-8")
     assert docs.render(readme) == readme, "README.md is stale: run python -m zoo.docs"
 

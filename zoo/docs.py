@@ -1,6 +1,7 @@
-"""Generate the README's weights table from the manifest and the registry, so it cannot drift.
+"""Generate the README's tables so they cannot drift: the weights table from the manifest and the
+registry, the recipes table from the packaged recipes' own descriptions.
 
-python -m zoo.docs            # rewrite the table in README.md
+python -m zoo.docs            # rewrite the tables in README.md
 python -m zoo.docs --check    # exit 1 if README.md is stale (the test suite does this too)
 """
 
@@ -20,7 +21,6 @@ from zoo.registry import get_spec
 from zoo.weights import Metric, WeightsEntry
 from zoo.weights.manifest import packaged_manifest, parse_manifest
 
-START, END = "<!-- weights-table:start -->", "<!-- weights-table:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -103,12 +103,26 @@ def weights_table() -> str:
     return "\n".join(rows)
 
 
+def recipes_table() -> str:
+    from zoo.training.recipe import list_recipes, resolve
+
+    rows = ["| recipe | what it is (its `description`) |", "|---|---|"]
+    rows += [f"| `{name}` | {resolve(name).description} |" for name in list_recipes()]
+    return "\n".join(rows)
+
+
+TABLES = {"weights-table": weights_table, "recipes-table": recipes_table}
+
+
 def render(readme: str) -> str:
-    if START not in readme or END not in readme:
-        raise ValueError(f"README.md needs the markers {START} and {END}")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{weights_table()}\n{END}{tail}"
+    for name, table in TABLES.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start not in readme or end not in readme:
+            raise ValueError(f"README.md needs the markers {start} and {end}")
+        head, rest = readme.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme = f"{head}{start}\n{table()}\n{end}{tail}"
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = render(current)
     if args.check:
         if fresh != current:
-            print("README.md weights table is stale: run python -m zoo.docs", file=sys.stderr)
+            print("README.md's tables are stale: run python -m zoo.docs", file=sys.stderr)
             return 1
         return 0
     README.write_text(fresh, encoding="utf-8")
