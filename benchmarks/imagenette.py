@@ -62,7 +62,7 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
 # The Table-6 ladder: resnet18_v1d, 5 epochs, 96 px, one batch size (64) for every rung, fp32 for
 # every rung (bf16 autocast trains slower than fp32 on this CPU, so the "efficient" rung keeps
 # warmup, zero-gamma and no bias decay but not its low precision or its large batch). Teacher:
-# the best Imagenette checkpoint (r18_race, 78.37 %; r50_race reached 73.22 % in 5 epochs).
+# the best Imagenette checkpoint when the ladder ran (r18_race, 78.37 %; r50_race 73.22 %).
 LADDER = (
     "--model resnet18_v1d --ladder baseline,efficient,+cosine,+label_smoothing,+mixup,+distill "
     "--epochs 5 --img-size 96 --batch-size 64 --set precision=fp32 "
@@ -77,7 +77,7 @@ BCD = ("resnet50_v1b", "resnet50_v1c", "resnet50_v1d")
 BCD_ARGS = "--recipe imagenette_5ep --img-size 96 --set eval_every=1000"
 BCD_DIR = RUNS / "bcd"
 # Best checkpoints registered with `zoo weights add` (in a scratch $ZOO_HOME) and then used by tag.
-REGISTER = {"r18_race": "imagenette_r18", "r50_race": "imagenette_r50"}
+REGISTER = {"r18_bs32": "imagenette_r18", "r50_bs32": "imagenette_r50"}
 PEERS = (
     "fastai leaderboard, 128 px, 5 epochs: 87.43 % (mean of 5 runs; another architecture and "
     "optimiser); 20 epochs: 91.57 %",
