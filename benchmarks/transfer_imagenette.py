@@ -251,7 +251,8 @@ def main() -> int:
 
         overrides = tuple(args.set)
         recipe = resolve("finetune", overrides=overrides, epochs=args.epochs)
-        mine = setup(args, recipe.to_dict())
+        # as read back from JSON (tuples become lists), so that an equal setup compares equal
+        mine = json.loads(json.dumps(setup(args, recipe.to_dict())))
         results: dict = {"setup": mine}
         if args.json and args.json.is_file():
             old = json.loads(args.json.read_text(encoding="utf-8"))
