@@ -160,8 +160,15 @@ def probe_train_speed(archs: tuple[str, ...], batch: int, size: int, rounds: int
     return {arch: round(statistics.median(t), 2) for arch, t in times.items()}
 
 
-def bcd(budget_min: float) -> int:
-    """Train B, C and D for the same wall-clock budget (epochs from the probed speeds)."""
+def _bcd_dir(arch: str, seed: int) -> Path:
+    return BCD_DIR / (arch if seed == 0 else f"{arch}_seed{seed}")
+
+
+def bcd(budget_min: float, seed: int = 0, archs: tuple[str, ...] = BCD) -> int:
+    """Train B, C and D for the same wall-clock budget (epochs from the probed speeds).
+
+    Another ``seed`` repeats the same plan (``--set seed=N``) in its own run directories.
+    """
     probe_file = BCD_DIR / "probe.json"
     if probe_file.is_file():  # a rerun keeps the first plan (finished runs are reused)
         plan = json.loads(probe_file.read_text())
@@ -180,12 +187,13 @@ def bcd(budget_min: float) -> int:
         BCD_DIR.mkdir(parents=True, exist_ok=True)
         probe_file.write_text(json.dumps(plan, indent=2) + "\n")
     print(json.dumps(plan), flush=True)
-    for arch in BCD:
-        out = BCD_DIR / arch
+    for arch in archs:
+        out = _bcd_dir(arch, seed)
         if (out / "metrics.json").is_file():
             print(f"{out}: finished before, reused", flush=True)
             continue
         args = ["--model", arch, *shlex.split(BCD_ARGS), "--epochs", str(plan["epochs"][arch])]
+        args += ["--set", f"seed={seed}"] if seed else []
         if code := _train(out, args):
             return code
     return 0
@@ -245,10 +253,15 @@ def _metrics(run_dir: Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def _cells(m: dict) -> str:
+def _cells(run_dir: Path) -> str:
+    """The columns every run table shares; the seed is the run's resolved recipe's."""
+    import tomllib
+
+    m = _metrics(run_dir)
+    seed = tomllib.loads((run_dir / "recipe.toml").read_text())["seed"]
     size = f"{m['img_size']}/{m.get('eval_img_size', m['img_size'])}"
     return (
-        f"{m.get('seed', 0)} | {size} | {m['precision']} | {m['wall_seconds'] / 60:.1f} min | "
+        f"{seed} | {size} | {m['precision']} | {m['wall_seconds'] / 60:.1f} min | "
         f"{m['images_per_second']} | {m['top1']:.2f} % | {m['best_top1']:.2f} %"
     )
 
@@ -263,7 +276,7 @@ def _row(name: str) -> str:
         if (RUNS / name / "command.txt").is_file()
         else ""
     )
-    return f"| {name} | {what} | `{command}` | {_cells(m)} |"
+    return f"| {name} | {what} | `{command}` | {_cells(RUNS / name)} |"
 
 
 def _ladder_section() -> list[str]:
@@ -292,8 +305,7 @@ def _ladder_section() -> list[str]:
     ]
     lines += ["|---|---|---|---|---|---|---|---|"]
     for m_file in sorted(LADDER_DIR.glob("*/seed*/metrics.json"), key=lambda p: p.stat().st_mtime):
-        m = json.loads(m_file.read_text())
-        lines.append(f"| {m_file.parent.parent.name} | {_cells(m)} |")
+        lines.append(f"| {m_file.parent.parent.name} | {_cells(m_file.parent)} |")
     body = table.read_text().strip().splitlines()
     lines += ["", "`zoo ablate`'s summary (its ablation.md, the paper's deltas beside ours):", ""]
     lines += [line.replace("# ", "### ", 1) if line.startswith("# ") else line for line in body]
@@ -320,23 +332,27 @@ def _bcd_section() -> list[str]:
         "| precision | wall time | train img/s | final val top-1 | best |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    runs = sorted(p.parent for p in BCD_DIR.glob("*/metrics.json"))
     for arch in BCD:
-        m = _metrics(BCD_DIR / arch)
         ips, epochs = plan["images_per_second"][arch], plan["epochs"][arch]
-        if m is None:
+        mine = [r for r in runs if r.name == arch or r.name.startswith(f"{arch}_seed")]
+        if not mine:
             lines.append(f"| {arch} | {ips} | {epochs} | | not run yet | | | | | | | |")
-            continue
-        command = (BCD_DIR / arch / "command.txt").read_text().strip()
-        train_min = f"{m['train_seconds'] / 60:.1f} min"
-        lines.append(f"| {arch} | {ips} | {epochs} | {train_min} | `{command}` | {_cells(m)} |")
-    minutes = [m["train_seconds"] / 60 for a in BCD if (m := _metrics(BCD_DIR / a))]
+        for run_dir in mine:
+            command = (run_dir / "command.txt").read_text().strip()
+            train_min = f"{_metrics(run_dir)['train_seconds'] / 60:.1f} min"
+            lines.append(
+                f"| {arch} | {ips} | {epochs} | {train_min} | `{command}` | {_cells(run_dir)} |"
+            )
+    minutes = [_metrics(r)["train_seconds"] / 60 for r in runs]
     if minutes:
         lines += [
             "",
             f"Training took {min(minutes):.1f}-{max(minutes):.1f} min against the "
             f"{plan['budget_min']:g}-min budget: the probe times bare SGD steps, the runs also "
-            "load and augment images (their train img/s column). One seed each: the "
-            "seed-to-seed spread of runs this short was not measured here.",
+            "load and augment images (their train img/s column). A variant's further seeds "
+            "(`bcd --seed N`) are its extra rows; where it has one row its seed spread is "
+            "not measured.",
         ]
     return [*lines, ""]
 
@@ -382,6 +398,8 @@ def main() -> int:
     p.add_argument("extra", nargs=argparse.REMAINDER, help="more zoo ablate options")
     p = sub.add_parser("bcd", help="ResNet-50-B/C/D at an equal wall-clock budget")
     p.add_argument("--budget-min", type=float, default=10.0, help="training minutes per variant")
+    p.add_argument("--seed", type=int, default=0, help="repeat the plan with another seed")
+    p.add_argument("--archs", nargs="+", choices=BCD, default=list(BCD), help="a subset")
     sub.add_parser("register", help="zoo weights add the best runs; record predict and eval")
     sub.add_parser("report", help="regenerate benchmarks/results/imagenette.md")
     args = parser.parse_args()
@@ -390,7 +408,7 @@ def main() -> int:
     if args.action == "ladder":
         return ladder(args.extra)
     if args.action == "bcd":
-        return bcd(args.budget_min)
+        return bcd(args.budget_min, args.seed, tuple(args.archs))
     return register() if args.action == "register" else report()
 
 
