@@ -70,44 +70,23 @@ def zero_shot(model_name: str, img_size: int, data: Path) -> dict:
     model = zoo.get_model(model_name, pretrained=True)
     own = zoo.evaluate(model, data / "val", progress=False)
     pre = model.pretrained_cfg.preprocess
-    model.pretrained_cfg = dataclasses.replace(
-        model.pretrained_cfg,
-        preprocess=dataclasses.replace(pre, crop=img_size, resize=eval_resize(img_size)),
-    )
-    right = right_per_image(model, data / "val")
+    at_size = dataclasses.replace(pre, crop=img_size, resize=eval_resize(img_size))
+    small = own
+    if at_size != pre:  # the recipe's eval preprocessing differs from the weights' own
+        model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, preprocess=at_size)
+        small = zoo.evaluate(model, data / "val", progress=False)
     return {
-        "top1": round(100 * right.count("1") / len(right), 2),
+        "top1": round(small.top1_restricted, 2),
         f"top1_at_{pre.crop}px": round(own.top1_restricted, 2),
         "images": own.images,
-        "right": right,
+        "right": right_per_image(small),
     }
 
 
-def right_per_image(model, val: Path) -> str:
-    """ "1"/"0" per val image (ImageFolder order): is the arg-max over the folders' classes right?
-
-    Kept per image so that two models are compared on the same images (a paired test), not only
-    by their totals.
-    """
-    import torch
-    from torchvision.datasets import ImageFolder
-
-    import zoo
-    from zoo.inference import class_mapping
-    from zoo.labels import resolve_labels
-
-    cfg = model.pretrained_cfg
-    folders = ImageFolder(str(val), transform=zoo.get_transforms(model))
-    mapping = torch.tensor(
-        class_mapping(folders.classes, resolve_labels(cfg.labels, cfg.label_names))
-    )
-    offset = getattr(cfg, "label_offset", 0)  # TensorFlow's leading "background" row
-    fast, right = zoo.optimize(model.eval()), []
-    with torch.no_grad():
-        for images, targets in torch.utils.data.DataLoader(folders, batch_size=50, num_workers=2):
-            logits = fast(images)[:, offset:][:, mapping]
-            right += (logits.argmax(dim=1) == targets).tolist()
-    return "".join("1" if r else "0" for r in right)
+def right_per_image(result) -> str:
+    """'1'/'0' per val image (``zoo.evaluate``'s order): kept so that two models are compared on
+    the same images (a paired test), not only by their totals."""
+    return "".join("1" if r else "0" for r in result.right)
 
 
 def paired(a: str, b: str) -> dict:
@@ -142,7 +121,7 @@ def run(
 
     model = zoo.get_model(model_name, pretrained=str(out / "final.safetensors"))
     return {
-        "right": right_per_image(model, data / "val"),
+        "right": right_per_image(zoo.evaluate(model, data / "val", progress=False)),
         "top1": m["top1"],
         "top5": m["top5"],
         "best_top1": m["best_top1"],

@@ -112,6 +112,7 @@ def test_evaluate_on_named_folders(tmp_path):
     result = zoo.evaluate(model, tmp_path / "data", workers=0, progress=False, limit_per_class=2)
     assert result.images == 4 and result.classes == 2
     assert result.top1 == 50.0 and result.top1_restricted == 50.0  # always says "fish"
+    assert result.right == (False, False, True, True)  # dog, dog, fish, fish
     with pytest.raises(FileNotFoundError, match="data folder not found"):
         zoo.evaluate(model, tmp_path / "nope")
     with pytest.raises(ValueError, match="limit_per_class must be >= 1"):

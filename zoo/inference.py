@@ -142,6 +142,8 @@ class EvalResult:
     images_per_second: float
     class_indices: tuple[int, ...]  # model class index of each folder
     failures: tuple[Failure, ...] = ()  # files skipped (unreadable), not counted above
+    # per scored image, in ImageFolder order: restricted top-1 right? (paired model comparisons)
+    right: tuple[bool, ...] = ()
 
 
 def class_mapping(folders: Sequence[str], labels: LabelSet | None) -> list[int]:
@@ -242,8 +244,9 @@ def evaluate(
         collate_fn=_collate,
     )  # fmt: skip
     model = _fast(model, optimize).eval()
-    correct1 = correct5 = restricted = seen = 0
+    correct1 = correct5 = seen = 0
     failures: list[Failure] = []
+    right: list[bool] = []
     start = time.perf_counter()
     quiet = quiet_default(None if progress else True)
     for images, targets, skipped in tqdm(loader, desc="eval", unit="batch", disable=quiet):
@@ -255,7 +258,7 @@ def evaluate(
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += int((top5[:, 0] == truth).sum())
         correct5 += int((top5 == truth[:, None]).any(dim=1).sum())
-        restricted += int((mapping[logits[:, mapping].argmax(dim=1)] == truth).sum())
+        right += (mapping[logits[:, mapping].argmax(dim=1)] == truth).tolist()
         seen += len(targets)
     elapsed = time.perf_counter() - start
     if not seen:
@@ -266,8 +269,9 @@ def evaluate(
         classes=len(folders.classes),
         top1=100.0 * correct1 / seen,
         top5=100.0 * correct5 / seen,
-        top1_restricted=100.0 * restricted / seen,
+        top1_restricted=100.0 * sum(right) / seen,
         images_per_second=seen / elapsed,
         class_indices=tuple(mapping.tolist()),
         failures=tuple(failures),
+        right=tuple(right),
     )
