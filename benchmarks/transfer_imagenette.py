@@ -226,10 +226,14 @@ def main() -> int:
         import torch
 
         import zoo
-        from zoo.training.recipe import resolve
+        from zoo.training.recipe import RecipeError, resolve
 
         overrides = tuple(args.set)
-        recipe = resolve("finetune", overrides=overrides, epochs=args.epochs)
+        try:
+            recipe = resolve("finetune", overrides=overrides, epochs=args.epochs)
+        except RecipeError as err:
+            print(f"transfer_imagenette.py: {err}", file=sys.stderr)
+            return 2
         # as read back from JSON (tuples become lists), so that an equal setup compares equal
         mine = json.loads(json.dumps(setup(args, recipe.to_dict())))
         results: dict = {"setup": mine}
